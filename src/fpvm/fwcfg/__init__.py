@@ -1,0 +1,1 @@
+"""QEMU fw_cfg: the protocol and the transports that reach the device. Standard library only."""

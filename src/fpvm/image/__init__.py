@@ -1,0 +1,1 @@
+"""Image recipe and builders (host side)."""

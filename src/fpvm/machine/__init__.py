@@ -1,0 +1,1 @@
+"""Host launcher for fpvm machines and helpers for podman machine users (host side)."""

@@ -1,0 +1,27 @@
+"""Shared test fixtures: where the podman fixtures live, and the repository root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# CI lays shared/ beside the checkout; FPVM_SHARED overrides for other layouts.
+SHARED = Path(os.environ.get("FPVM_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+PODMAN_IGNITION = FIXTURES / "podman-ignition"
+PODMAN_CAPTURE = FIXTURES / "podman-4.3.1-qemu-capture"
+
+
+def podman_ignition_configs() -> list[Path]:
+    """Every Ignition config podman produced: per-version fixtures plus the 4.3.1 capture."""
+    return [*sorted(PODMAN_IGNITION.glob("*.ign")), PODMAN_CAPTURE / "machine.ign"]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"podman fixtures not found at {FIXTURES} (set FPVM_SHARED to the shared/ folder)")
+    return FIXTURES
