@@ -1,10 +1,61 @@
-"""`fpvm` subcommands of this area (placeholder until the area's commands land)."""
+"""``fpvm guest ...``: the agent's commands. Handlers import their modules lazily (boot time)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
+def _provision(args: argparse.Namespace) -> int:
+    from fpvm.guest.provision import main
+
+    return main(args.root, args.config, args.record, args.no_ready, sys.stdout)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from fpvm.guest.show import plan_main
+
+    return plan_main(args.config, args.root, args.json)
+
+
+def _shim(args: argparse.Namespace) -> int:
+    from fpvm.guest.compat import main
+
+    return int(main(list(args.argv)))
+
+
+def _ready(args: argparse.Namespace) -> int:
+    from fpvm.guest.ready import ready_main
+
+    return int(ready_main(args))
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this area's subcommands to the top-level parser."""
+    """Add ``fpvm guest`` and its subcommands."""
+    guest = sub.add_parser("guest", help="the FreeBSD guest agent (Ignition -> provisioned system)")
+    guest.set_defaults(print_help=guest.print_help)
+    gsub = guest.add_subparsers(dest="guest_command", metavar="COMMAND")
+
+    p = gsub.add_parser("provision", help="apply an Ignition config to a root")
+    p.add_argument("--root", default="/", help="target root (default /)")
+    p.add_argument("--config", required=True, help="Ignition config file")
+    p.add_argument("--record", metavar="FILE", help="record FreeBSD commands to FILE instead of running them")
+    p.add_argument("--no-ready", action="store_true", help="do not signal readiness to the host")
+    p.set_defaults(func=_provision)
+
+    p = gsub.add_parser("plan", help="show what provision would do")
+    p.add_argument("--config", required=True, help="Ignition config file")
+    p.add_argument("--root", default=None, help="root to plan against (reads fpvm's mount table)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_plan)
+
+    p = gsub.add_parser("shim", help="linux-compat command shim (argv passed through untouched)")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_shim)
+
+    from fpvm.guest import ready  # stdlib-only and small: its parser options live with it
+
+    p = gsub.add_parser("ready", help="wait for sshd and the API socket, then send Ready to the host")
+    ready.add_arguments(p)
+    p.set_defaults(func=_ready)

@@ -1,0 +1,209 @@
+"""podman's API socket where podman's host side looks for it.
+
+FreeBSD's podman serves its API at ``/var/run/podman/podman.sock`` (``registry_freebsd.go``); the
+``podman_service`` rc script creates ``/var/run/podman`` (``install -d`` with
+``podman_service_api_user``/``_api_group``/``_api_mode``, by default root, operator, 0770) and, once
+the socket exists, gives it that owner and mode. podman's host side (gvproxy's ``-forward-dest``, the
+system connections) uses Linux paths instead:
+
+* rootful: ``/run/podman/podman.sock`` as root. FreeBSD has no ``/run``; the image makes ``/run`` a
+  link to ``var/run`` and the agent re-creates it on every boot if it is missing. The link is relative
+  so it means the same thing in a staged root and on the live system. If ``/run`` is a real directory
+  (someone created it), the agent links ``/run/podman/podman.sock`` inside it instead.
+* rootless: ``/run/user/<uid>/podman/podman.sock`` as the podman user, ``<uid>`` being the uid podman
+  wrote into the Ignition config (the host user's uid). FreeBSD's podman is rootful only, so that path
+  becomes a link to root's socket, and the user joins the API group (``operator``) so that sshd, acting
+  as the user, may open it. ``/var/run`` is emptied of files at every boot (``rc.d/cleanvar`` deletes
+  files and sockets, not links, but a fresh image or tmpfs ``/var/run`` has nothing), so the links are
+  checked on every boot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fpvm.guest.actions import Action, Disposition
+
+if TYPE_CHECKING:
+    from fpvm.guest.context import ApplyContext
+
+API_SOCKET = "/var/run/podman/podman.sock"
+RUN_LINK = "/run"
+RUN_TARGET = "var/run"
+RUN_SOCKET = "/run/podman/podman.sock"
+USER_RUN_DIR = "/var/run/user"
+API_GROUP = "operator"  # podman_service_api_group's default in the port's rc script
+
+
+def user_socket_path(uid: int) -> str:
+    """Where podman's rootless connection looks for the API of the user with ``uid``."""
+    return f"{USER_RUN_DIR}/{uid}/podman/podman.sock"
+
+
+# /var/run/user/<uid>/podman/podman.sock -> ../../../podman/podman.sock (= /var/run/podman/podman.sock)
+USER_SOCKET_TARGET = "../../../podman/podman.sock"
+
+
+class RunLinkAction(Action):
+    """``/run`` -> ``var/run`` (or, when ``/run`` is a directory, ``/run/podman/podman.sock``)."""
+
+    kind = "run-link"
+
+    def __init__(self, source: str = "", disposition: Disposition = "apply", note: str = "") -> None:
+        super().__init__(source, disposition, note)
+
+    def describe(self) -> str:
+        return f"link {RUN_LINK} -> {RUN_TARGET} (root's API at {RUN_SOCKET})"
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        root = ctx.root
+        if root.is_dir(RUN_LINK):
+            # Someone made /run a directory: serve root's socket inside it instead.
+            changed = root.makedirs("/run/podman", 0o755)
+            changed |= root.symlink(RUN_SOCKET, "../../var/run/podman/podman.sock")
+            if changed:
+                ctx.log.warn(f"{RUN_LINK} is a directory, not a link to {RUN_TARGET}; linked {RUN_SOCKET}")
+            return changed
+        current = root.readlink(RUN_LINK)
+        if current in (RUN_TARGET, "/var/run"):
+            return False
+        root.makedirs("/var/run", 0o755)
+        changed = root.symlink(RUN_LINK, RUN_TARGET)
+        if changed:
+            ctx.log.info(f"{RUN_LINK} -> {RUN_TARGET}")
+        return changed
+
+
+class UserSocketAction(Action):
+    """``/var/run/user/<uid>/podman/podman.sock`` -> root's API socket, owned by the podman user.
+
+    ``uid`` is the uid from the config (what podman puts in its connection URL); the owner is the
+    account's real uid, looked up at apply time (the agent may have had to give the account another
+    uid when the config's clashed with an existing one).
+    """
+
+    kind = "user-api-socket"
+
+    def __init__(
+        self,
+        user: str,
+        uid: int | None,
+        source: str = "",
+        disposition: Disposition = "translate",
+        note: str = "",
+    ) -> None:
+        super().__init__(source, disposition, note)
+        self.user = user
+        self.uid = uid
+
+    def describe(self) -> str:
+        where = (
+            user_socket_path(self.uid) if self.uid is not None else f"{USER_RUN_DIR}/<uid of {self.user}>/…"
+        )
+        return f"link {where} -> {API_SOCKET} for {self.user} (podman's rootless connection)"
+
+    def fields(self) -> dict[str, Any]:
+        return {"user": self.user, "uid": self.uid}
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        account = ctx.accounts.user(self.user)
+        if account is None:
+            ctx.log.warn(f"user {self.user} does not exist; no rootless API socket link for it")
+            return False
+        uid = self.uid if self.uid is not None else account.uid
+        root = ctx.root
+        base = f"{USER_RUN_DIR}/{uid}"
+        changed = root.makedirs(USER_RUN_DIR, 0o755)
+        changed |= root.makedirs(base, 0o700, account.uid, account.gid)
+        changed |= root.set_attrs(base, 0o700, account.uid, account.gid)
+        changed |= root.makedirs(f"{base}/podman", 0o700, account.uid, account.gid)
+        changed |= root.set_attrs(f"{base}/podman", 0o700, account.uid, account.gid)
+        changed |= root.symlink(user_socket_path(uid), USER_SOCKET_TARGET, account.uid, account.gid)
+        if changed:
+            ctx.log.info(f"{user_socket_path(uid)} -> {API_SOCKET} for {self.user}")
+        return changed
+
+
+class ApiGroupAction(Action):
+    """Add the podman user to the API socket's group: ``pw -R ROOT groupmod GROUP -m USER``.
+
+    pw(8): ``pw [-R rootdir] groupmod [-n] name [-m member[,...]]`` adds members (``-M`` would replace
+    the list). Nothing is run when the user already is a member.
+    """
+
+    kind = "api-group"
+
+    def __init__(
+        self,
+        user: str,
+        group: str = API_GROUP,
+        source: str = "",
+        disposition: Disposition = "translate",
+        note: str = "",
+    ) -> None:
+        super().__init__(source, disposition, note)
+        self.user = user
+        self.group = group
+
+    def describe(self) -> str:
+        return f"add {self.user} to group {self.group} (access to {API_SOCKET})"
+
+    def fields(self) -> dict[str, Any]:
+        return {"user": self.user, "group": self.group}
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        from fpvm.guest.passwd import pw
+
+        acc = ctx.accounts
+        group = acc.group(self.group)
+        if group is None:
+            ctx.log.warn(f"group {self.group} does not exist; {self.user} cannot reach {API_SOCKET}")
+            return False
+        if acc.user(self.user) is None:
+            ctx.log.warn(f"user {self.user} does not exist; not added to {self.group}")
+            return False
+        if self.user in group.members:
+            return False
+        ctx.run(pw(ctx, "groupmod", "-n", self.group, "-m", self.user))
+        if ctx.recording:
+            group.members.append(self.user)
+            acc.save(ctx.root)
+        else:
+            ctx.forget_accounts()
+        return True
+
+
+def podman_users(config: Any) -> list[tuple[str, int | None, str]]:
+    """(name, uid, JSON path) of the config's users podman may log in as, root excepted."""
+    out: list[tuple[str, int | None, str]] = []
+    users = getattr(getattr(config, "passwd", None), "users", None) or []
+    for i, user in enumerate(users):
+        name = getattr(user, "name", None)
+        if not name or name == "root" or getattr(user, "should_exist", None) is False:
+            continue
+        uid = getattr(user, "uid", None)
+        out.append((name, uid if isinstance(uid, int) else None, f"$.passwd.users[{i}]"))
+    return out
+
+
+def plan_api_socket(config: Any) -> list[Action]:
+    """What every boot does so that podman's socket paths reach the API."""
+    actions: list[Action] = [RunLinkAction()]
+    for name, uid, path in podman_users(config):
+        actions.append(ApiGroupAction(name, source=path))
+        actions.append(UserSocketAction(name, uid, source=path))
+    return actions
+
+
+__all__ = [
+    "API_GROUP",
+    "API_SOCKET",
+    "RUN_LINK",
+    "RUN_SOCKET",
+    "ApiGroupAction",
+    "RunLinkAction",
+    "UserSocketAction",
+    "plan_api_socket",
+    "podman_users",
+    "user_socket_path",
+]

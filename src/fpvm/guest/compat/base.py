@@ -1,0 +1,81 @@
+"""What every linux-compat command gets: the target root, the command runner and a log.
+
+Messages go to stderr (podman shows them when a command fails) and to ``/var/log/fpvm.log`` under
+the root, so that `fpvm podman-machine doctor` and a human can see what podman asked for. A recording
+run on the live root (``--record`` with ``--root /``, i.e. a dry run on a host) writes no log file.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from fpvm.guest.rootfs import RootFS
+from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
+
+LOG_FILE = "/var/log/fpvm.log"
+
+
+@dataclass
+class Shim:
+    """One invocation of a linux-compat command."""
+
+    name: str
+    root: RootFS
+    runner: Runner
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def make(
+        cls, name: str, root: str = "/", record: str | None = None, runner: Runner | None = None
+    ) -> Shim:
+        if runner is None:
+            runner = RecordingRunner(record) if record is not None else SubprocessRunner()
+        return cls(name, RootFS(root), runner)
+
+    def _log(self, level: str, msg: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.lines.append(f"{stamp} {level} linux-compat {self.name}: {msg}")
+
+    def info(self, msg: str) -> None:
+        """A log line only (success paths stay quiet for podman)."""
+        self._log("INFO", msg)
+
+    def note(self, msg: str) -> None:
+        """A log line that is also shown: something was asked that FreeBSD does not do."""
+        self._log("INFO", msg)
+        print(f"{self.name}: {msg}", file=self.err)
+
+    def error(self, msg: str) -> int:
+        """Log and show an error; returns the exit status 1 for ``return shim.error(...)``."""
+        self._log("ERROR", msg)
+        print(f"{self.name}: {msg}", file=self.err)
+        return 1
+
+    def run(self, argv: Sequence[str], *, check: bool = False, input: bytes | None = None) -> Result:
+        self.info("run: " + " ".join(argv))
+        return self.runner.run(argv, check=check, input=input)
+
+    def passthrough(self, argv: Sequence[str]) -> int:
+        """Run a FreeBSD command as if it had been called directly: its output, its exit status."""
+        result = self.run(argv)
+        self.out.write(result.stdout.decode("utf-8", "replace"))
+        self.err.write(result.stderr.decode("utf-8", "replace"))
+        return result.returncode
+
+    def flush(self) -> None:
+        """Append the collected lines to the root's log; never fails the command over the log."""
+        if not self.lines or (self.runner.recording and self.root.is_live):
+            return
+        try:
+            self.root.makeparents(LOG_FILE)
+            with open(self.root.host(LOG_FILE), "a", encoding="utf-8") as fh:
+                fh.write("\n".join(self.lines) + "\n")
+        except (OSError, ValueError):
+            pass
+        self.lines.clear()

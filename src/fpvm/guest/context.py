@@ -1,0 +1,145 @@
+"""What an action applies to: the target root, the command runner, the log and the agent's state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from fpvm.guest.rootfs import RootFS
+from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
+
+if TYPE_CHECKING:
+    from fpvm.guest.passwd import Accounts
+
+STATE_DIR = "/var/db/fpvm"
+STATE_FILE = "/var/db/fpvm/state.json"
+REPORT_FILE = "/var/db/fpvm/last-boot.json"
+LOG_FILE = "/var/log/fpvm.log"
+
+
+class Log:
+    """Lines for /var/log/fpvm.log (under the root), echoed to ``echo`` when given.
+
+    Kept in memory and appended once at the end: the log file is the agent's own, and a half-written
+    provision still flushes what it did (``flush`` is called from a ``finally``).
+    """
+
+    def __init__(self, echo: TextIO | None = None) -> None:
+        self.lines: list[str] = []
+        self.echo = echo
+        self.warnings = 0
+        self.errors = 0
+
+    def _add(self, level: str, msg: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.lines.append(f"{stamp} {level} {msg}")
+        if self.echo is not None:
+            print(f"fpvm: {level.lower()}: {msg}" if level != "INFO" else f"fpvm: {msg}", file=self.echo)
+
+    def info(self, msg: str) -> None:
+        self._add("INFO", msg)
+
+    def warn(self, msg: str) -> None:
+        self.warnings += 1
+        self._add("WARN", msg)
+
+    def error(self, msg: str) -> None:
+        self.errors += 1
+        self._add("ERROR", msg)
+
+    def flush(self, root: RootFS) -> None:
+        """Append the collected lines to the root's log file (mode 0640 root:wheel)."""
+        if not self.lines:
+            return
+        root.makeparents(LOG_FILE)
+        host = root.host(LOG_FILE)
+        with open(host, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(self.lines) + "\n")
+        root.set_attrs(LOG_FILE, 0o640, 0, 0)
+        self.lines.clear()
+
+
+class State:
+    """The agent's memory between boots: /var/db/fpvm/state.json (written only when it changes)."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data: dict[str, Any] = dict(data or {})
+        self._saved = json.dumps(self.data, sort_keys=True)
+
+    @classmethod
+    def load(cls, root: RootFS) -> State:
+        raw = root.read_bytes(STATE_FILE)
+        if raw is None:
+            return cls()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return cls()
+        return cls(data if isinstance(data, dict) else {})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def save(self, root: RootFS) -> bool:
+        text = json.dumps(self.data, sort_keys=True, indent=2)
+        if json.dumps(self.data, sort_keys=True) == self._saved and root.exists(STATE_FILE):
+            return False
+        root.makedirs(STATE_DIR, 0o700)
+        root.write(STATE_FILE, text.encode() + b"\n", 0o600)
+        self._saved = json.dumps(self.data, sort_keys=True)
+        return True
+
+
+class ApplyContext:
+    """Everything ``Action.apply`` may use. Built by ``make_context``."""
+
+    def __init__(self, root: RootFS, runner: Runner, log: Log, state: State) -> None:
+        self.root = root
+        self.runner = runner
+        self.log = log
+        self.state = state
+        self._accounts: Accounts | None = None
+        self.commands: list[list[str]] = []  # what this run ran or recorded, in order
+
+    @property
+    def recording(self) -> bool:
+        """True when commands are only recorded: the agent then stages their effects itself."""
+        return self.runner.recording
+
+    @property
+    def accounts(self) -> Accounts:
+        """The root's /etc/passwd and /etc/group, re-read after account commands."""
+        if self._accounts is None:
+            from fpvm.guest.passwd import Accounts
+
+            self._accounts = Accounts.load(self.root)
+        return self._accounts
+
+    def forget_accounts(self) -> None:
+        self._accounts = None
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
+        self.log.info("run: " + " ".join(argv))
+        self.commands.append(list(argv))
+        return self.runner.run(argv, input=input, check=check)
+
+
+def make_context(
+    root: str = "/",
+    record: str | None = None,
+    echo: TextIO | None = None,
+    runner: Runner | None = None,
+) -> ApplyContext:
+    """A context for ``root``: commands recorded to ``record`` if given, else run for real."""
+    fs = RootFS(root)
+    if runner is None:
+        runner = RecordingRunner(record) if record is not None else SubprocessRunner()
+    return ApplyContext(fs, runner, Log(echo), State.load(fs))
+
+
+__all__ = ["ApplyContext", "Log", "State", "make_context"]

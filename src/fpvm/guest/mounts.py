@@ -1,0 +1,438 @@
+"""Host folders in the guest: every way podman or fpvm asks for one ends as ``mount -t p9fs TAG DIR``.
+
+Three callers share this translation so that they cannot drift apart:
+
+* the ``mount`` linux-compat shim (podman 4.x/5.0-5.1 ``mount -t 9p -o trans=virtio ...`` and 5.2+
+  ``mount -t virtiofs ...`` over ssh, see ``fpvm.guest.compat.mount``);
+* ``*.mount`` units in the Ignition config (podman's macOS providers describe volumes that way);
+* fpvm's own mount table ``/usr/local/etc/fpvm/mounts.json`` written by ``fpvm machine``.
+
+The last two are planned at every boot (``plan_mounts``): mounts made over ssh vanish when the guest
+reboots by itself (podman issue 15976), the table and the units do not.
+
+FreeBSD facts used here (FreeBSD 15 man pages): p9fs(4) ``mount -t p9fs <share name> <dir>``; the
+driver module is ``virtio_p9fs`` (it pulls in ``p9fs``), loaded with kldload(8) ``-n`` ("do not try to
+load module if already loaded"); each virtio 9p device publishes its tag as the sysctl
+``dev.virtio_p9fs.<unit>.p9fs_mount_tag`` (sysctl(8) ``-e`` prints ``name=value``). FreeBSD has no
+virtio-fs driver, so a virtiofs request can only be honoured when the same tag is also offered as a
+9p device (``fpvm machine`` does that).
+
+Bad input is refused before any command runs, so a rejected request never leaves a mount behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fpvm.guest.actions import Action, Command, Note
+from fpvm.guest.runner import CommandError, Result, Runner
+
+if TYPE_CHECKING:
+    from fpvm.guest.context import ApplyContext
+    from fpvm.guest.rootfs import RootFS
+
+KLDLOAD = "/sbin/kldload"
+MOUNT = "/sbin/mount"
+SYSCTL = "/sbin/sysctl"
+P9_MODULE = "virtio_p9fs"
+P9_SYSCTL = "dev.virtio_p9fs"
+MOUNTS_TABLE = "/usr/local/etc/fpvm/mounts.json"
+
+# Absolute paths on purpose: the linux-compat directory (with its own ``mount``) is first on PATH.
+KLDLOAD_ARGV = [KLDLOAD, "-n", P9_MODULE]
+SYSCTL_TAGS_ARGV = [SYSCTL, "-e", P9_SYSCTL]
+MOUNT_LIST_ARGV = [MOUNT, "-p"]
+
+NO_VIRTIOFS = (
+    "FreeBSD has no virtio-fs driver; use `fpvm machine` (it shares folders over 9p) "
+    "or podman <= 5.1 with the qemu provider"
+)
+
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+_SYSCTL_TAG_RE = re.compile(r"dev\.virtio_p9fs\.(\d+)\.p9fs_mount_tag[=:] ?(.*)\Z")
+# Characters that a mount point may not hold: whitespace and quotes (mount -p and fstab(5) cannot
+# represent them plainly, and a quote in a target is a sign of a quoting bug on the host side),
+# backslashes and control characters.
+_BAD_TARGET_CHARS = re.compile(r"[\s\"'`\\\x00-\x1f\x7f]")
+
+
+class MountError(ValueError):
+    """A mount request that cannot be honoured; the message names the cause."""
+
+
+@dataclass(frozen=True)
+class MountRequest:
+    """One host folder to mount: ``tag`` as offered by the host, at ``target`` in the guest.
+
+    ``fstype`` is what the host asked for: ``9p`` (mount directly) or ``virtiofs`` (only possible when
+    a 9p device with the same tag exists). ``origin`` names where the request came from, for messages.
+    """
+
+    tag: str
+    target: str
+    readonly: bool = False
+    fstype: str = "9p"
+    origin: str = ""
+
+    def argv(self) -> list[str]:
+        """mount(8) for p9fs(4): ``mount -t p9fs [-o ro] TAG DIR``."""
+        opts = ["-o", "ro"] if self.readonly else []
+        return [MOUNT, "-t", "p9fs", *opts, self.tag, self.target]
+
+
+def check_tag(tag: str, what: str = "tag") -> str:
+    """A 9p/virtiofs tag: letters, digits, ``.``, ``_``, ``-`` (podman's are ``vol0`` or 36 hex)."""
+    if not tag:
+        raise MountError(f"missing {what}")
+    if not _TAG_RE.match(tag):
+        raise MountError(f"{what} {tag!r}: only letters, digits, '.', '_' and '-' are allowed")
+    return tag
+
+
+def check_target(target: str) -> str:
+    """A mount point: a clean absolute path without spaces, quotes or control characters."""
+    if not target:
+        raise MountError("missing mount point")
+    bad = _BAD_TARGET_CHARS.search(target)
+    if bad:
+        char = bad.group(0)
+        name = {" ": "a space", '"': "a double quote", "'": "a single quote"}.get(char, repr(char))
+        raise MountError(f"mount point {target!r} contains {name}; such paths are not supported")
+    if not target.startswith("/"):
+        raise MountError(f"mount point {target!r} is not an absolute path")
+    parts = [p for p in target.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise MountError(f"mount point {target!r} contains '.' or '..' components")
+    if not parts:
+        raise MountError("refusing to mount over /")
+    return "/" + "/".join(parts)
+
+
+def parse_p9_tags(output: bytes | str) -> dict[str, int]:
+    """``sysctl -e dev.virtio_p9fs`` output -> {tag: unit}."""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    tags: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _SYSCTL_TAG_RE.match(line.strip())
+        if m and m.group(2):
+            tags.setdefault(m.group(2), int(m.group(1)))
+    return tags
+
+
+def p9_tags(runner: Runner) -> dict[str, int]:
+    """The 9p devices the host offers, {tag: unit}; empty when there are none (or none can be seen)."""
+    result = runner.run(SYSCTL_TAGS_ARGV, check=False)
+    return parse_p9_tags(result.stdout) if result.ok else {}
+
+
+def parse_mounted(output: bytes | str) -> set[tuple[str, str]]:
+    """``mount -p`` output (fstab format) -> {(tag, mount point)} of the p9fs mounts."""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    found: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == "p9fs":
+            found.add((fields[0], fields[1]))
+    return found
+
+
+def explain_failure(req: MountRequest, result: Result, runner: Runner) -> str:
+    """A precise message for a failed p9fs mount (FreeBSD's own is often just "Invalid argument")."""
+    stderr = result.stderr.decode("utf-8", "replace").strip()
+    if "read-only" in stderr.lower() and not req.readonly:
+        return f"the host shares {req.tag!r} read-only; mount it with -o ro ({stderr})"
+    tags = p9_tags(runner)
+    if tags and req.tag not in tags:
+        offered = ", ".join(sorted(tags))
+        return f"no 9p device with tag {req.tag!r} (the host offers: {offered})"
+    if not tags and not runner.recording:
+        return f"no 9p device with tag {req.tag!r}: the host offers no 9p shares ({stderr})"
+    if "busy" in stderr.lower():
+        return f"9p tag {req.tag!r} is already mounted elsewhere (one mount per tag)"
+    return f"mount -t p9fs {req.tag} {req.target} failed: {stderr or f'exit {result.returncode}'}"
+
+
+def resolve_virtiofs(req: MountRequest, runner: Runner) -> MountRequest:
+    """Turn a virtiofs request into a 9p one when the host offers that tag as a 9p device."""
+    if req.fstype != "virtiofs":
+        return req
+    tags = p9_tags(runner)
+    if req.tag not in tags:
+        raise MountError(
+            f"cannot mount virtiofs tag {req.tag!r} at {req.target}: no 9p device offers that tag "
+            f"and {NO_VIRTIOFS}"
+        )
+    return MountRequest(req.tag, req.target, req.readonly, "9p", req.origin)
+
+
+def mount_now(req: MountRequest, runner: Runner) -> None:
+    """kldload + mount for one request (the shim's path); raises MountError with a precise cause."""
+    load = runner.run(KLDLOAD_ARGV, check=False)
+    if not load.ok:
+        err = load.stderr.decode("utf-8", "replace").strip()
+        raise MountError(f"cannot load {P9_MODULE}: {err or f'exit {load.returncode}'}")
+    req = resolve_virtiofs(req, runner)
+    result = runner.run(req.argv(), check=False)
+    if not result.ok:
+        raise MountError(explain_failure(req, result, runner))
+
+
+# -- boot-time plan -----------------------------------------------------------------------------
+
+
+class MountAction(Action):
+    """Mount one host folder at boot (table entry or ``*.mount`` unit); re-done on every boot.
+
+    A failure is logged, not raised: a missing share must not stop the rest of the boot (podman
+    waits for Ready). The mount point is created first, under the root, like podman's ``mkdir -p``.
+    """
+
+    kind = "mount"
+
+    def __init__(self, req: MountRequest, source: str = "") -> None:
+        super().__init__(source or req.origin, "translate", f"{req.fstype} -> p9fs")
+        self.req = req
+
+    def describe(self) -> str:
+        ro = " (read-only)" if self.req.readonly else ""
+        return f"mount {self.req.fstype} tag {self.req.tag} at {self.req.target}{ro} with p9fs"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "tag": self.req.tag,
+            "target": self.req.target,
+            "readonly": self.req.readonly,
+            "fstype": self.req.fstype,
+            "argv": self.req.argv(),
+        }
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        req = self.req
+        if not ctx.recording:
+            listed = ctx.runner.run(MOUNT_LIST_ARGV, check=False)
+            if (req.tag, req.target) in parse_mounted(listed.stdout):
+                return False
+        ctx.root.makedirs(req.target)
+        try:
+            req = resolve_virtiofs(req, ctx.runner)
+        except MountError as exc:
+            ctx.log.warn(f"{self.source or 'mount'}: {exc}")
+            return False
+        try:
+            ctx.run(req.argv())
+        except CommandError as exc:
+            ctx.log.error(f"{self.source or 'mount'}: {explain_failure(req, exc.result, ctx.runner)}")
+            return False
+        ctx.log.info(f"mounted {req.tag} at {req.target}")
+        return True
+
+
+class LoadP9Action(Command):
+    """``kldload -n virtio_p9fs`` before the boot mounts; a failure is logged (no share, no boot stop)."""
+
+    def __init__(self) -> None:
+        super().__init__(list(KLDLOAD_ARGV), "9p driver for host folders", disposition="translate")
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        try:
+            ctx.run(self.argv)
+        except CommandError as exc:
+            ctx.log.error(f"cannot load {P9_MODULE}: {exc}")
+            return False
+        return True
+
+
+def split_options(text: str) -> list[str]:
+    """Comma-separated mount options; commas inside double quotes (SELinux contexts) do not split."""
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+            cur.append(ch)
+        elif ch == "," and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if quoted:
+        raise MountError(f"unbalanced double quote in mount options {text!r}")
+    out.append("".join(cur))
+    return [o for o in (s.strip() for s in out) if o]
+
+
+def unit_sections(contents: str) -> dict[str, dict[str, str]]:
+    """A systemd unit's ``[Section]`` -> {key: last value} (enough for ``[Mount]``)."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for raw in contents.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1].strip(), {})
+        elif current is not None and "=" in line:
+            key, _, value = line.partition("=")
+            current[key.strip()] = value.strip()
+    return sections
+
+
+def request_from_unit(name: str, contents: str, origin: str) -> MountRequest:
+    """``[Mount] What= Where= Type= Options=`` of a podman mount unit -> a request (or MountError)."""
+    mount = unit_sections(contents).get("Mount")
+    if mount is None:
+        raise MountError(f"{origin}: unit {name} has no [Mount] section")
+    fstype = mount.get("Type", "")
+    if fstype not in ("virtiofs", "9p"):
+        raise MountError(f"{origin}: unit {name}: mount type {fstype or '(none)'!r} is not supported")
+    readonly = False
+    for opt in split_options(mount.get("Options", "")):
+        key = opt.split("=", 1)[0]
+        if opt == "ro":
+            readonly = True
+        elif opt == "rw" or key in ("context", "defcontext", "trans", "version", "msize", "cache"):
+            continue
+        else:
+            raise MountError(f"{origin}: unit {name}: unknown mount option {opt!r}")
+    tag = check_tag(mount.get("What", ""), f"{origin}: unit {name}: What=")
+    try:
+        target = check_target(mount.get("Where", ""))
+    except MountError as exc:
+        raise MountError(f"{origin}: unit {name}: Where=: {exc}") from None
+    return MountRequest(tag, target, readonly, fstype, origin)
+
+
+def requests_from_table(data: bytes, origin: str = MOUNTS_TABLE) -> list[MountRequest]:
+    """fpvm's mount table ``{"mounts": [{"tag", "target", "readonly"}]}`` -> requests (or MountError)."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise MountError(f"{origin}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("mounts", []), list):
+        raise MountError(f'{origin}: $.mounts must be a list of {{"tag", "target", "readonly"}} objects')
+    out: list[MountRequest] = []
+    for i, entry in enumerate(doc.get("mounts", [])):
+        where = f"{origin}: $.mounts[{i}]"
+        if not isinstance(entry, dict):
+            raise MountError(f"{where}: must be an object")
+        unknown = sorted(set(entry) - {"tag", "target", "readonly"})
+        if unknown:
+            raise MountError(f"{where}: unknown key {unknown[0]!r}")
+        tag, target, ro = entry.get("tag"), entry.get("target"), entry.get("readonly", False)
+        if not isinstance(tag, str):
+            raise MountError(f"{where}.tag: missing or not a string")
+        if not isinstance(target, str):
+            raise MountError(f"{where}.target: missing or not a string")
+        if not isinstance(ro, bool):
+            raise MountError(f"{where}.readonly: must be true or false")
+        try:
+            req = MountRequest(check_tag(tag), check_target(target), ro, "9p", f"$.mounts[{i}]")
+        except MountError as exc:
+            raise MountError(f"{where}: {exc}") from None
+        out.append(req)
+    return out
+
+
+def check_unique(reqs: Sequence[MountRequest]) -> None:
+    """One mount per tag (a 9p channel serves one mount) and per mount point."""
+    tags: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    for req in reqs:
+        if req.tag in tags:
+            raise MountError(f"{req.origin}: tag {req.tag!r} is already mounted by {tags[req.tag]}")
+        if req.target in targets:
+            other = targets[req.target]
+            raise MountError(f"{req.origin}: {req.target} is already the mount point of {other}")
+        tags[req.tag] = req.origin
+        targets[req.target] = req.origin
+
+
+def decode_data_url(source: str) -> bytes:
+    """The bytes of a ``data:`` URL (Ignition's inline file contents)."""
+    if not source.startswith("data:") or "," not in source:
+        raise MountError(f"not a data: URL: {source[:40]!r}")
+    meta, _, payload = source[5:].partition(",")
+    raw = urllib.parse.unquote_to_bytes(payload)
+    if meta.split(";")[-1] == "base64":
+        return base64.b64decode(raw, validate=False)
+    return raw
+
+
+def _file_bytes(file: Any, origin: str) -> bytes | None:
+    """Inline contents of an Ignition file entry (``data:`` URL, optionally gzip-compressed)."""
+    contents = getattr(file, "contents", None)
+    source = getattr(contents, "source", None)
+    if not source:
+        return None
+    if not source.startswith("data:"):
+        raise MountError(f"{origin}.contents.source: the mount table must be inline (a data: URL)")
+    data = decode_data_url(source)
+    if getattr(contents, "compression", None) == "gzip":
+        import gzip
+
+        data = gzip.decompress(data)
+    return data
+
+
+def _units(config: Any) -> Iterable[tuple[int, Any]]:
+    systemd = getattr(config, "systemd", None)
+    return enumerate(getattr(systemd, "units", None) or [])
+
+
+def plan_mounts(config: Any, root: RootFS) -> list[Action]:
+    """Every boot's mounts: fpvm's table (from the config, else from the root) and ``*.mount`` units.
+
+    Raises MountError for bad input, before anything is mounted.
+    """
+    reqs: list[MountRequest] = []
+    notes: list[Action] = []
+    table: bytes | None = None
+    origin = MOUNTS_TABLE
+    files = getattr(getattr(config, "storage", None), "files", None) or []
+    for i, file in enumerate(files):
+        if getattr(file, "path", None) == MOUNTS_TABLE:
+            origin = f"$.storage.files[{i}]"
+            table = _file_bytes(file, origin)
+    if table is None:
+        table = root.read_bytes(MOUNTS_TABLE)
+    if table is not None:
+        reqs.extend(requests_from_table(table, origin))
+    for i, unit in _units(config):
+        name = str(getattr(unit, "name", ""))
+        if not name.endswith(".mount"):
+            continue
+        where = f"$.systemd.units[{i}]"
+        if getattr(unit, "mask", None) or getattr(unit, "enabled", None) is False:
+            notes.append(Note(name, "masked or disabled mount unit", where))
+            continue
+        contents = getattr(unit, "contents", None)
+        if not contents:
+            notes.append(Note(name, "mount unit without contents", where))
+            continue
+        reqs.append(request_from_unit(name, str(contents), where))
+    check_unique(reqs)
+    if not reqs:
+        return notes
+    return [*notes, LoadP9Action(), *(MountAction(r) for r in reqs)]
+
+
+__all__ = [
+    "KLDLOAD_ARGV",
+    "MOUNTS_TABLE",
+    "MountAction",
+    "MountError",
+    "MountRequest",
+    "check_tag",
+    "check_target",
+    "mount_now",
+    "plan_mounts",
+    "request_from_unit",
+    "requests_from_table",
+]

@@ -1,0 +1,409 @@
+"""Config -> plan: the ordered list of actions that provisions a FreeBSD root.
+
+Everything that can be wrong with the config is found here, before anything is applied (user names
+pw would reject, paths with ``..``, undecodable or oversized contents): ``build_plan`` raises
+``PlanError`` listing every problem with its JSON path, and the caller applies nothing.
+
+Order follows Ignition's stages: groups, users (then their keys and sudo), files/directories/links
+sorted by depth (hard links last), then the FreeBSD side of the systemd units and mounts, which
+belong to other modules (``fpvm.guest.systemd``, ``fpvm.guest.mounts``) and are imported lazily.
+"""
+
+from __future__ import annotations
+
+import base64
+import urllib.parse
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fpvm.guest import passwd, storage
+from fpvm.guest.actions import Action, Note
+from fpvm.guest.rootfs import RootFS, UnsafePathError, split_guest_path
+from fpvm.guest.sshkeys import AuthorizedKeys
+from fpvm.guest.sudoers import SudoersFile
+
+MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (a gzip bomb stops here)
+
+
+class PlanError(ValueError):
+    """The config cannot be applied; ``problems`` are (JSON path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
+
+
+@dataclass
+class PlanOptions:
+    root: RootFS | None = None  # lets unit/mount planning read the root (fpvm's mount table)
+    max_file_size: int = MAX_FILE_SIZE
+    fetch_remote: bool = True  # False for `show`: remote contents are described, not fetched
+    fetch: Callable[[Any], bytes] | None = None  # override for remote sources (tests)
+    environment: dict[str, str] | None = None  # podman 4.x's fw_cfg proxy entry, decoded
+
+
+@dataclass
+class _Builder:
+    opts: PlanOptions
+    actions: list[Action] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append((where, message))
+
+
+# -- resources --------------------------------------------------------------------------------------
+class ResourceError(ValueError):
+    pass
+
+
+def decode_data_url(source: str, limit: int) -> bytes:
+    """RFC 2397: ``data:[<mediatype>][;base64],<data>`` (podman: ``data:,`` + percent-encoding)."""
+    meta, sep, payload = source[5:].partition(",")
+    if not sep:
+        raise ResourceError("data URL without ','")
+    if len(payload) > 4 * limit + 16:
+        raise ResourceError(f"data URL larger than the {limit}-byte limit")
+    raw = urllib.parse.unquote_to_bytes(payload)
+    if meta.split(";")[-1].lower() == "base64":
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except ValueError as exc:
+            raise ResourceError(f"bad base64 in data URL: {exc}") from exc
+    return raw
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress gzip without ever holding more than ``limit`` bytes of output."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ResourceError(f"bad gzip data: {exc}") from exc
+    if len(out) > limit or d.unconsumed_tail:
+        raise ResourceError(f"decompressed contents exceed the {limit}-byte limit")
+    return out
+
+
+def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
+    """The bytes of an Ignition Resource; None when it has no source (or is remote and not fetched)."""
+    source = getattr(resource, "source", None)
+    if source is None:
+        return None
+    limit = opts.max_file_size
+    compression = getattr(resource, "compression", None) or ""
+    if source.startswith("data:"):
+        data = decode_data_url(source, limit)
+    elif not opts.fetch_remote:
+        return None
+    else:
+        fetch = opts.fetch
+        if fetch is None:
+            try:
+                from fpvm.ignition.sources import fetch as engine_fetch
+            except ImportError as exc:
+                raise ResourceError(f"cannot fetch {source.split(':', 1)[0]} sources here") from exc
+            fetch = engine_fetch
+        try:
+            data = fetch(resource)
+        except Exception as exc:  # the fetcher's own errors: report, don't crash
+            raise ResourceError(f"cannot fetch {source}: {exc}") from exc
+        compression = ""  # the engine's fetch already decompresses and verifies
+    if compression == "gzip":
+        data = gunzip(data, limit)
+    elif compression:
+        raise ResourceError(f"unsupported compression {compression!r}")
+    if len(data) > limit:
+        raise ResourceError(f"contents of {len(data)} bytes exceed the {limit}-byte limit")
+    return data
+
+
+# -- users ------------------------------------------------------------------------------------------
+def _plan_passwd(b: _Builder, config: Any) -> None:
+    pw = config.passwd
+    for i, group in enumerate(pw.groups):
+        where = f"$.passwd.groups[{i}]"
+        why = passwd.check_name(group.name)
+        if why:
+            b.fail(f"{where}.name", f"group name {group.name!r} would be refused by pw: {why}")
+            continue
+        if group.should_exist is False:
+            b.actions.append(Note(f"group {group.name}", "shouldExist false: groups are not removed", where))
+            continue
+        b.actions.append(passwd.GroupAction(group.name, group.gid, source=where))
+    sudo_users: list[str] = []
+    key_actions: list[Action] = []
+    for i, user in enumerate(pw.users):
+        where = f"$.passwd.users[{i}]"
+        why = passwd.check_name(user.name)
+        if why:
+            b.fail(f"{where}.name", f"user name {user.name!r} would be refused by pw: {why}")
+            continue
+        for attr, what in (("gecos", "gecos"), ("home_dir", "homeDir"), ("shell", "shell")):
+            value = getattr(user, attr)
+            problem = passwd.check_field(value, what) if value is not None else None
+            if problem:
+                b.fail(f"{where}.{what}", problem)
+        if user.home_dir is not None and not user.home_dir.startswith("/"):
+            b.fail(f"{where}.homeDir", "must be an absolute path")
+        if user.password_hash is not None and passwd.check_field(user.password_hash, "passwordHash"):
+            b.fail(f"{where}.passwordHash", "may not contain ':' or line breaks")
+        if user.primary_group is not None and passwd.check_name(user.primary_group):
+            b.fail(f"{where}.primaryGroup", f"invalid group name {user.primary_group!r}")
+        for j, key in enumerate(user.ssh_authorized_keys):
+            if "\n" in key.strip() or "\r" in key:
+                b.fail(f"{where}.sshAuthorizedKeys[{j}]", "a key must be one line")
+        if user.should_exist is False:
+            b.actions.append(passwd.UserAction(user.name, should_exist=False, source=where))
+            continue
+        groups, mapped = passwd.map_groups(user.groups)
+        note = f"Linux groups {', '.join(mapped)} -> {', '.join(groups)}" if mapped else ""
+        primary = passwd.GROUP_MAP.get(user.primary_group, user.primary_group) if user.primary_group else None
+        if user.no_user_group and primary is None:
+            note = (note + "; " if note else "") + "noUserGroup ignored (pw needs a primary group)"
+        is_root = user.name == "root"
+        b.actions.append(
+            passwd.UserAction(
+                user.name,
+                uid=None if is_root else user.uid,
+                gecos=user.gecos,
+                home=user.home_dir,
+                shell=user.shell,
+                primary_group=primary,
+                groups=groups,
+                password_hash=user.password_hash or None,
+                create_home=not user.no_create_home,
+                source=where,
+                disposition="translate" if note else "apply",
+                note=note,
+            )
+        )
+        if user.ssh_authorized_keys:
+            key_actions.append(
+                AuthorizedKeys(
+                    user.name, list(user.ssh_authorized_keys), user.home_dir, f"{where}.sshAuthorizedKeys"
+                )
+            )
+        if not is_root and (user.name == "core" or any(g in passwd.SUDO_GROUPS for g in user.groups)):
+            sudo_users.append(user.name)
+    b.actions.extend(key_actions)
+    if sudo_users:
+        b.actions.append(SudoersFile(sudo_users, source="$.passwd.users"))
+
+
+# -- storage ----------------------------------------------------------------------------------------
+def _owner(node: Any) -> tuple[storage.Owner, storage.Owner]:
+    return (node.user.id, node.user.name), (node.group.id, node.group.name)
+
+
+def _check_path(b: _Builder, path: str, where: str) -> bool:
+    try:
+        split_guest_path(path)
+    except UnsafePathError as exc:
+        b.fail(where, str(exc))
+        return False
+    return True
+
+
+def _plan_storage(b: _Builder, config: Any) -> None:
+    entries: list[tuple[int, int, Action]] = []  # (depth, order, action); hard links sort last
+    hard: list[Action] = []
+    st = config.storage
+    order = 0
+
+    def add(path: str, action: Action) -> None:
+        nonlocal order
+        order += 1
+        entries.append((len([p for p in path.split("/") if p]), order, action))
+
+    for i, d in enumerate(st.directories):
+        where = f"$.storage.directories[{i}]"
+        if not _check_path(b, d.path, f"{where}.path"):
+            continue
+        place = storage.classify(d.path)
+        if not place.paths:
+            b.actions.append(Note(f"directory {d.path}", place.note, where))
+            continue
+        user, group = _owner(d)
+        for path in place.paths:
+            add(
+                path,
+                storage.DirectoryAction(
+                    path, user, group, d.mode, bool(d.overwrite), where, place.disposition, place.note, d.path
+                ),
+            )
+    for i, f in enumerate(st.files):
+        where = f"$.storage.files[{i}]"
+        if not _check_path(b, f.path, f"{where}.path"):
+            continue
+        try:
+            data = resource_bytes(f.contents, b.opts)
+            appends = [resource_bytes(a, b.opts) or b"" for a in f.append]
+        except ResourceError as exc:
+            b.fail(f"{where}.contents", str(exc))
+            continue
+        if f.path == storage.HOSTNAME:
+            _plan_hostname(b, data, where)
+            continue
+        place = storage.classify(f.path)
+        if not place.paths:
+            b.actions.append(Note(f"file {f.path}", place.note, where))
+            continue
+        user, group = _owner(f)
+        for path in place.paths:
+            add(
+                path,
+                storage.FileAction(
+                    path,
+                    data,
+                    appends,
+                    user=user,
+                    group=group,
+                    mode=f.mode,
+                    overwrite=bool(f.overwrite),
+                    source=where,
+                    disposition=place.disposition,
+                    note=place.note,
+                    config_path=f.path,
+                ),
+            )
+    for i, link in enumerate(st.links):
+        where = f"$.storage.links[{i}]"
+        if not _check_path(b, link.path, f"{where}.path"):
+            continue
+        target = link.target or ""
+        if not target:
+            b.fail(f"{where}.target", "a link needs a target")
+            continue
+        place = storage.classify(link.path)
+        if not place.paths:
+            b.actions.append(Note(f"link {link.path}", place.note, where))
+            continue
+        user, group = _owner(link)
+        mapped, tnote = storage.map_link_target(target)
+        disposition = place.disposition
+        note = place.note
+        force = False
+        if link.path == storage.LOCALTIME:
+            disposition, force = "translate", True
+            note = "time zone: replaces the image's /etc/localtime"
+        elif tnote:
+            disposition, note = "translate", tnote
+        if link.hard and not _check_path(b, target, f"{where}.target"):
+            continue
+        for path in place.paths:
+            action = storage.LinkAction(
+                path,
+                mapped,
+                hard=bool(link.hard),
+                user=user,
+                group=group,
+                overwrite=bool(link.overwrite),
+                source=where,
+                disposition=disposition,
+                note=note,
+                config_path=link.path,
+                config_target=target,
+                force=force,
+            )
+            if link.hard:
+                hard.append(action)
+            else:
+                add(path, action)
+            if link.path == storage.LOCALTIME:
+                zone = _zone_name(target)
+                if zone:
+                    add(
+                        storage.ZONEINFO_NAME,
+                        storage.FileAction(
+                            storage.ZONEINFO_NAME,
+                            zone.encode() + b"\n",
+                            overwrite=True,
+                            mode=0o644,
+                            source=where,
+                            disposition="translate",
+                            note="tzsetup(8) remembers the zone here",
+                        ),
+                    )
+    entries.sort(key=lambda e: (e[0], e[1]))
+    b.actions.extend(a for _, _, a in entries)
+    b.actions.extend(hard)
+
+
+def _zone_name(target: str) -> str | None:
+    marker = "usr/share/zoneinfo/"
+    at = target.find(marker)
+    return target[at + len(marker) :] if at >= 0 else None
+
+
+def _plan_hostname(b: _Builder, data: bytes | None, where: str) -> None:
+    from fpvm.guest.rcconf import RcConfSet
+
+    name = (data or b"").decode("utf-8", "replace").strip().splitlines()
+    host = name[0].strip() if name else ""
+    ok = host and len(host) <= 253 and all(c.isalnum() or c in "-." for c in host)
+    if not ok:
+        b.fail(f"{where}.contents", f"/etc/hostname does not hold a valid host name: {host!r}")
+        return
+    b.actions.append(RcConfSet("hostname", {"hostname": host}, source=where, note="/etc/hostname on Linux"))
+
+
+# -- units and mounts (other modules) ------------------------------------------------------------------
+def _plan_units(b: _Builder, config: Any) -> None:
+    try:
+        from fpvm.guest.systemd import plan_units
+    except ImportError:  # pragma: no cover - the module ships with the agent
+        for i, unit in enumerate(config.systemd.units):
+            where = f"$.systemd.units[{i}]"
+            b.actions.append(Note(f"unit {unit.name}", "systemd units: no translation available", where))
+        return
+    try:
+        b.actions.extend(plan_units(config, environment=b.opts.environment))
+    except ValueError as exc:
+        b.fail("$.systemd.units", str(exc))
+
+
+def _plan_mounts(b: _Builder, config: Any) -> None:
+    try:
+        from fpvm.guest.mounts import MountError, plan_mounts
+    except ImportError:
+        return
+    # Without a root (``fpvm ignition show``) only the config is read: an absent root has no table.
+    root = b.opts.root or RootFS("/nonexistent/fpvm-no-root")
+    try:
+        b.actions.extend(plan_mounts(config, root))
+    except (MountError, ValueError) as exc:
+        b.fail("$.systemd.units", str(exc))
+
+
+def _plan_api_socket(b: _Builder, config: Any) -> None:
+    """podman's socket paths (/run/podman, /run/user/<uid>/podman) when the config enables the API."""
+    enabled = any(
+        u.name in ("podman.socket", "podman.service") and u.enabled and not u.mask for u in config.systemd.units
+    )
+    if not enabled:
+        return
+    try:
+        from fpvm.guest.apisocket import plan_api_socket
+    except ImportError:  # pragma: no cover - ships with the agent
+        return
+    for action in plan_api_socket(config):
+        if not action.source:
+            action.source = "$.systemd.units"
+        b.actions.append(action)
+
+
+def build_plan(config: Any, options: PlanOptions | None = None, *, units: bool = True) -> list[Action]:
+    """The actions that make a FreeBSD root match ``config``; raises PlanError for bad input."""
+    b = _Builder(options or PlanOptions())
+    _plan_passwd(b, config)
+    _plan_storage(b, config)
+    if units:
+        _plan_units(b, config)
+        _plan_api_socket(b, config)
+        _plan_mounts(b, config)
+    if b.problems:
+        raise PlanError(b.problems)
+    return b.actions

@@ -1,0 +1,176 @@
+"""Apply an Ignition config to a root: parse, plan, apply, report.
+
+``provision(root, data, ...)`` is the whole job for ``fpvm guest provision`` and for the boot step:
+
+1. parse + validate (``fpvm.ignition.parse``) and plan (``fpvm.guest.plan.build_plan``): any problem
+   means exit status 1 and *nothing* applied;
+2. apply each action; an action that fails is logged and the others still run (a half-provisioned VM
+   that podman can ssh into beats one that never sends Ready), and the status is 2;
+3. save the state (``/var/db/fpvm/state.json``), this run's report (``/var/db/fpvm/last-boot.json``)
+   and the log (``/var/log/fpvm.log``), all under the root.
+
+Applying is idempotent: every action compares before it writes, so a second run changes no file and
+records only commands that are still needed. The state, report and log are the agent's own records and
+are excluded from that promise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
+from fpvm.guest.runner import CommandError, Runner
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_PARTIAL = 2
+
+
+@dataclass
+class Outcome:
+    status: int
+    total: int = 0
+    changed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    commands: list[list[str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # why the config is invalid
+    warnings: int = 0
+
+    def summary(self, root: str, record: str | None) -> str:
+        if self.status == EXIT_INVALID:
+            return "fpvm: invalid config, nothing applied:\n" + "\n".join(f"  {p}" for p in self.problems)
+        verb = "recorded to " + record if record else "run"
+        lines = [
+            f"fpvm: provisioned {root}: {self.total} actions, {len(self.changed)} changed, "
+            f"{len(self.skipped)} skipped (Linux-only), {len(self.failed)} failed, {self.warnings} warnings; "
+            f"{len(self.commands)} commands {verb}"
+        ]
+        lines += [f"  changed: {c}" for c in self.changed]
+        lines += [f"  FAILED: {d}: {e}" for d, e in self.failed]
+        return "\n".join(lines)
+
+
+def load_config(data: bytes) -> tuple[Any, list[str]]:
+    """(config, []) or (None, problems)."""
+    from fpvm.ignition import IgnitionError, parse
+
+    try:
+        return parse(data), []
+    except IgnitionError as exc:
+        report = getattr(exc, "report", None)
+        errors = getattr(report, "errors", None)
+        if errors:
+            return None, [f"{e.path}: {e.message}" for e in errors]
+        return None, [str(exc)]
+
+
+def provision(
+    root: str,
+    data: bytes,
+    *,
+    record: str | None = None,
+    runner: Runner | None = None,
+    echo: TextIO | None = None,
+    ready: bool = False,
+    ctx: ApplyContext | None = None,
+) -> Outcome:
+    """Provision ``root`` from the Ignition config bytes ``data``."""
+    from fpvm.guest.plan import PlanError, PlanOptions, build_plan
+
+    config, problems = load_config(data)
+    if config is None:
+        return Outcome(EXIT_INVALID, problems=problems)
+    if ctx is None:
+        ctx = make_context(root, record=record, echo=echo, runner=runner)
+    try:
+        actions = build_plan(config, PlanOptions(root=ctx.root))
+    except PlanError as exc:
+        return Outcome(EXIT_INVALID, problems=[f"{p}: {m}" for p, m in exc.problems])
+    except ValueError as exc:  # a planning module's own validation
+        return Outcome(EXIT_INVALID, problems=[str(exc)])
+    out = Outcome(EXIT_OK, total=len(actions))
+    report: list[dict[str, Any]] = []
+    started = time.time()
+    try:
+        for action in actions:
+            entry = action.to_json()
+            try:
+                changed = action.apply(ctx)
+            except (OSError, ValueError, RuntimeError, CommandError) as exc:
+                ctx.log.error(f"{action.describe()}: {exc}")
+                out.failed.append((action.describe(), str(exc)))
+                entry["error"] = str(exc)
+                report.append(entry)
+                continue
+            entry["changed"] = changed
+            report.append(entry)
+            if action.disposition == "ignore":
+                out.skipped.append(action.describe())
+            elif changed:
+                out.changed.append(action.describe())
+        if ready:
+            _ready(ctx)
+        digest = hashlib.sha256(data).hexdigest()
+        if ctx.state.get("config_sha256") != digest:
+            ctx.state.set("config_sha256", digest)
+        if ctx.state.get("provisioned") is None:
+            ctx.state.set("provisioned", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
+        ctx.state.save(ctx.root)
+        ctx.root.makeparents(REPORT_FILE)
+        body = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 3),
+            "config_sha256": digest,
+            "recorded": ctx.recording,
+            "commands": ctx.commands,
+            "actions": report,
+        }
+        ctx.root.write(REPORT_FILE, (json.dumps(body, indent=1) + "\n").encode(), 0o600, 0, 0)
+    finally:
+        ctx.log.info(
+            f"provision: {len(actions)} actions, {len(out.changed)} changed, {len(out.failed)} failed"
+        )
+        try:
+            ctx.log.flush(ctx.root)
+        except OSError as exc:
+            print(f"fpvm: cannot write the log: {exc}", file=sys.stderr)
+    out.commands = list(ctx.commands)
+    out.warnings = ctx.log.warnings
+    if out.failed:
+        out.status = EXIT_PARTIAL
+    return out
+
+
+def _ready(ctx: ApplyContext) -> None:
+    """Tell the host the machine is ready (``fpvm.guest.ready``); never fatal.
+
+    Only on the live system: a staged root has no virtio-serial port and no sshd to wait for.
+    """
+    if not ctx.root.is_live:
+        ctx.log.info("ready: not signalled for a staged root")
+        return
+    from fpvm.guest.ready import signal_ready
+
+    try:
+        signal_ready(log=ctx.log)
+    except (OSError, RuntimeError, ValueError) as exc:
+        ctx.log.warn(f"ready: {exc}")
+
+
+def main(root: str, config_path: str, record: str | None, no_ready: bool, out: TextIO) -> int:
+    """``fpvm guest provision``."""
+    try:
+        with open(config_path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        print(f"fpvm: cannot read {config_path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID
+    result = provision(root, data, record=record, echo=None, ready=not no_ready)
+    print(result.summary(root, record), file=out if result.status != EXIT_INVALID else sys.stderr)
+    return result.status

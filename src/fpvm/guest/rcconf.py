@@ -1,0 +1,223 @@
+"""rc configuration, kept only in ``/etc/rc.conf.d/<service>`` files.
+
+Why per-service files: ``load_rc_config NAME`` (rc.subr) sources ``/etc/rc.conf.d/NAME`` after
+``/etc/rc.conf``, so the agent never has to edit the administrator's ``/etc/rc.conf``, and a file
+belongs to one service. ``/etc/rc.conf.d/NAME`` may also be a directory whose files are all sourced;
+then the agent writes ``/etc/rc.conf.d/NAME/fpvm``.
+
+The files are plain ``name="value"`` lines. Like cloud-init's FreeBSD helpers (and ``sysrc``), a
+value is only written when it differs from what the file already says, lines the agent does not
+manage (comments, other variables, blank lines) are kept byte for byte, and an unchanged file is not
+rewritten at all (same inode, same mtime), so a second boot changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from fpvm.guest.actions import Action, Disposition
+
+if TYPE_CHECKING:
+    from fpvm.guest.context import ApplyContext
+    from fpvm.guest.rootfs import RootFS
+
+RC_CONF_D = "/etc/rc.conf.d"
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SERVICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_ASSIGN = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+class RcConfError(ValueError):
+    """A service or variable name, or a value, that cannot be written as an rc.conf line."""
+
+
+def quote(value: str) -> str:
+    """``value`` as an sh double-quoted word (what rc.subr reads back as exactly ``value``)."""
+    if "\n" in value or "\0" in value:
+        raise RcConfError(f"rc.conf values cannot contain newlines or NUL bytes: {value!r}")
+    out = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    return f'"{out}"'
+
+
+def unquote(text: str) -> str | None:
+    """The value of the right-hand side of an ``name=...`` line, or None when it is not a plain word.
+
+    Handles what rc.conf files contain in practice: ``"..."`` (with ``\\`` escapes), ``'...'``, bare
+    words, concatenations of those, and a trailing ``# comment``. Anything needing expansion
+    (``$var``, backquotes) returns None: the agent then treats the value as different and rewrites it.
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t":
+            rest = text[i:].strip()
+            return "".join(out) if rest == "" or rest.startswith("#") else None
+        if c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                return None
+            out.append(text[i + 1 : end])
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while True:
+                if i >= n:
+                    return None
+                c = text[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c in "$`":
+                    return None
+                if c == "\\" and i + 1 < n and text[i + 1] in '\\"$`\n':
+                    out.append(text[i + 1])
+                    i += 2
+                    continue
+                out.append(c)
+                i += 1
+        elif c == "\\":
+            if i + 1 >= n:
+                return None
+            out.append(text[i + 1])
+            i += 2
+        elif c in "$`;&|<>()":
+            return None
+        elif c == "#" and not out:
+            return ""
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse(text: str) -> dict[str, str | None]:
+    """Variables assigned in an rc.conf-style text (the last assignment wins, as in sh)."""
+    values: dict[str, str | None] = {}
+    for line in text.splitlines():
+        m = _ASSIGN.match(line)
+        if m:
+            values[m.group(1)] = unquote(m.group(2))
+    return values
+
+
+def update_text(text: str, values: dict[str, str | None]) -> str:
+    """``text`` with each variable set to its value (None removes it); other lines kept as they are.
+
+    A variable already assigned keeps its place (its last assignment is rewritten, earlier ones are
+    left: they are overridden anyway); a new one is appended.
+    """
+    lines = text.splitlines(keepends=True)
+    for name, value in values.items():
+        _check_name(name)
+        where = [i for i, line in enumerate(lines) if (m := _ASSIGN.match(line)) and m.group(1) == name]
+        if value is None:
+            for i in reversed(where):
+                del lines[i]
+            continue
+        current = None
+        if where:
+            m = _ASSIGN.match(lines[where[-1]])
+            assert m is not None
+            current = unquote(m.group(2))
+        if current == value:
+            continue
+        new = f"{name}={quote(value)}\n"
+        if where:
+            lines[where[-1]] = new
+        else:
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            lines.append(new)
+    return "".join(lines)
+
+
+def conf_path(root: RootFS, service: str, directory: str = RC_CONF_D) -> str:
+    """The guest path the agent writes for ``service`` (a file, or ``fpvm`` inside a directory)."""
+    if not _SERVICE.match(service):
+        raise RcConfError(f"invalid rc service name {service!r}")
+    path = f"{directory}/{service}"
+    return f"{path}/fpvm" if root.is_dir(path) else path
+
+
+def read_values(root: RootFS, service: str, directory: str = RC_CONF_D) -> dict[str, str | None]:
+    """What the agent's rc.conf.d file for ``service`` currently assigns."""
+    text = root.read_text(conf_path(root, service, directory))
+    return parse(text) if text is not None else {}
+
+
+def set_values(root: RootFS, service: str, values: dict[str, str | None], directory: str = RC_CONF_D) -> bool:
+    """Make ``/etc/rc.conf.d/<service>`` assign ``values``; True when the file changed.
+
+    The file is written (atomically, 0644 root:wheel) only when its text changes; a file that would
+    become empty is removed rather than left behind.
+    """
+    path = conf_path(root, service, directory)
+    old = root.read_text(path)
+    new = update_text(old or "", values)
+    if old is not None and new == old:
+        return False
+    if old is None and new == "":
+        return False
+    if new.strip() == "" and old is not None:
+        return root.remove(path)
+    return root.write(path, new.encode("utf-8"), 0o644, 0, 0)
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise RcConfError(f"invalid rc.conf variable name {name!r}")
+
+
+class RcConfSet(Action):
+    """Set (or remove, with None) variables in ``/etc/rc.conf.d/<service>``."""
+
+    kind = "rcconf"
+
+    def __init__(
+        self,
+        service: str,
+        values: dict[str, str | None],
+        source: str = "",
+        disposition: Disposition = "translate",
+        note: str = "",
+    ) -> None:
+        super().__init__(source, disposition, note)
+        if not _SERVICE.match(service):
+            raise RcConfError(f"invalid rc service name {service!r}")
+        for name, value in values.items():
+            _check_name(name)
+            if value is not None:
+                quote(value)
+        self.service = service
+        self.values = dict(values)
+
+    def describe(self) -> str:
+        parts = [f"{k}={quote(v)}" if v is not None else f"-{k}" for k, v in self.values.items()]
+        text = f"rc.conf.d/{self.service}: {' '.join(parts)}"
+        return text + (f"  ({self.note})" if self.note else "")
+
+    def fields(self) -> dict[str, Any]:
+        return {"service": self.service, "values": self.values}
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        changed = set_values(ctx.root, self.service, self.values)
+        if changed:
+            ctx.log.info(f"rc.conf.d/{self.service} updated")
+        return changed
+
+
+__all__ = [
+    "RC_CONF_D",
+    "RcConfError",
+    "RcConfSet",
+    "conf_path",
+    "parse",
+    "quote",
+    "read_values",
+    "set_values",
+    "unquote",
+    "update_text",
+]

@@ -1,0 +1,270 @@
+"""Boot integration: the rc.d scripts and ``fpvm guest boot``, the step the ``fpvm`` script runs.
+
+Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/etc/rc.d``):
+
+* ``fpvm`` (PROVIDE fpvm; REQUIRE FILESYSTEMS NETWORKING ldconfig; BEFORE LOGIN sshd) runs
+  ``fpvm guest boot`` on every boot, with ``--firstboot`` while ``${firstboot_sentinel}`` exists.
+  It has no ``KEYWORD: firstboot`` on purpose: rc skips such scripts on later boots, and mounts, API
+  socket links and proxy settings are needed on every boot.
+* ``fpvm_ready`` (PROVIDE fpvm_ready; REQUIRE LOGIN sshd podman_service fpvm) starts
+  ``fpvm guest ready`` in the background with daemon(8), so the wait for sshd and the API socket does
+  not hold up the rest of the boot.
+
+``fpvm guest boot`` (``boot_main``):
+
+1. find the config and the environment entry (``fpvm.guest.configsource``: ``--config``, fw_cfg,
+   qemufwcfg mount; unsupported providers are reported);
+2. provision from the config (``fpvm.guest.provision``) on the first boot, or on any boot until one
+   has succeeded; on later boots a changed config is only logged (Ignition applies once);
+3. every boot: ``/run`` -> ``var/run``, the podman users' API socket links and group, the host's proxy
+   settings, and (after the first boot, whose plan already has them) the mount step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TextIO
+
+from fpvm.guest.actions import Action, Disposition
+
+if TYPE_CHECKING:
+    from fpvm.guest.configsource import FwCfgDevice, Probe
+    from fpvm.guest.context import ApplyContext
+
+RC_D = "/usr/local/etc/rc.d"
+SCRIPTS: tuple[str, ...] = ("fpvm", "fpvm_ready")
+# What the image writes so both scripts run (rc configuration only in /etc/rc.conf.d/<service>).
+RC_CONF: dict[str, dict[str, str | None]] = {
+    "fpvm": {"fpvm_enable": "YES"},
+    "fpvm_ready": {"fpvm_ready_enable": "YES"},
+}
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_PARTIAL = 2
+
+
+def script_text(name: str) -> bytes:
+    """The rc.d script ``name`` as shipped in the package."""
+    if name not in SCRIPTS:
+        raise KeyError(f"no rc.d script named {name!r}")
+    return resources.files("fpvm.guest").joinpath("files", "rc.d", name).read_bytes()
+
+
+_HEADER = re.compile(r"^#\s*(PROVIDE|REQUIRE|BEFORE|KEYWORD):(.*)$")
+
+
+def rcorder_header(text: str | bytes) -> dict[str, list[str]]:
+    """The rcorder(8) keywords of a script: ``{"PROVIDE": [...], "REQUIRE": [...], ...}``.
+
+    rcorder reads ``# PROVIDE:``, ``# REQUIRE:``, ``# BEFORE:`` and ``# KEYWORD:`` lines (each may
+    repeat; words are separated by blanks).
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    out: dict[str, list[str]] = {"PROVIDE": [], "REQUIRE": [], "BEFORE": [], "KEYWORD": []}
+    for line in text.splitlines():
+        m = _HEADER.match(line)
+        if m:
+            out[m.group(1)].extend(m.group(2).split())
+    return out
+
+
+class RcScriptAction(Action):
+    """Install one rc.d script (0555 root:wheel, like the ports' rc scripts)."""
+
+    kind = "rc-script"
+
+    def __init__(self, name: str, source: str = "", disposition: Disposition = "apply") -> None:
+        super().__init__(source, disposition)
+        self.name = name
+        self.data = script_text(name)
+
+    def describe(self) -> str:
+        return f"install {RC_D}/{self.name}"
+
+    def fields(self) -> dict[str, Any]:
+        return {"path": f"{RC_D}/{self.name}"}
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        return ctx.root.write(f"{RC_D}/{self.name}", self.data, 0o555, 0, 0)
+
+
+def install_actions() -> list[Action]:
+    """Install both scripts and enable them (for the image build)."""
+    from fpvm.guest.rcconf import RcConfSet
+
+    actions: list[Action] = [RcScriptAction(name) for name in SCRIPTS]
+    actions += [RcConfSet(service, values, disposition="apply") for service, values in RC_CONF.items()]
+    return actions
+
+
+# -- fpvm guest boot ----------------------------------------------------------------------------------
+def add_boot_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fpvm guest boot`` (guest-core's cli.py registers the parser)."""
+    parser.add_argument("--root", default="/", help="target root (default /)")
+    parser.add_argument("--firstboot", action="store_true", help="provision even if done before")
+    parser.add_argument("--config", metavar="FILE", help="Ignition config file (instead of fw_cfg)")
+    parser.add_argument("--record", metavar="FILE", help="record FreeBSD commands instead of running them")
+    parser.add_argument(
+        "--qemufwcfg-mount",
+        default="/var/run/qemufwcfg",
+        metavar="DIR",
+        help="where a qemufwcfg file system may be mounted (default /var/run/qemufwcfg)",
+    )
+    parser.add_argument("--no-fwcfg", action="store_true", help="do not look for a fw_cfg device")
+
+
+def boot_main(args: argparse.Namespace) -> int:
+    """Handler of ``fpvm guest boot``."""
+    from fpvm.guest.configsource import default_fwcfg_opener
+
+    return boot(
+        getattr(args, "root", "/") or "/",
+        firstboot=bool(getattr(args, "firstboot", False)),
+        config_file=getattr(args, "config", None),
+        record=getattr(args, "record", None),
+        qemufwcfg_mount=getattr(args, "qemufwcfg_mount", "/var/run/qemufwcfg"),
+        fwcfg_opener=None if getattr(args, "no_fwcfg", False) else default_fwcfg_opener,
+    )
+
+
+def _apply_all(ctx: ApplyContext, actions: list[Action]) -> list[str]:
+    """Apply each action; failures are logged and returned, the others still run."""
+    from fpvm.guest.runner import CommandError
+
+    failed: list[str] = []
+    for action in actions:
+        try:
+            action.apply(ctx)
+        except (OSError, ValueError, RuntimeError, CommandError) as exc:
+            ctx.log.error(f"{action.describe()}: {exc}")
+            failed.append(f"{action.describe()}: {exc}")
+    return failed
+
+
+class _Users:
+    """The podman users remembered from the config (for boots that get no config)."""
+
+    def __init__(self, users: list[tuple[str, int | None]]) -> None:
+        self.passwd = self
+        self.users = [_User(name, uid) for name, uid in users]
+
+
+class _User:
+    def __init__(self, name: str, uid: int | None) -> None:
+        self.name = name
+        self.uid = uid
+
+
+def boot(
+    root: str = "/",
+    *,
+    firstboot: bool = False,
+    config_file: str | None = None,
+    record: str | None = None,
+    qemufwcfg_mount: str | None = "/var/run/qemufwcfg",
+    fwcfg_opener: Callable[[], FwCfgDevice] | None = None,
+    probe: Probe | None = None,
+    echo: TextIO | None = sys.stderr,
+) -> int:
+    """One boot's work on ``root`` (see the module docstring). Returns the exit status.
+
+    0: done; 1: no usable config and never provisioned, or the config is invalid; 2: some actions
+    failed (the others were applied).
+    """
+    from fpvm.guest import apisocket, configsource, mounts, proxy
+    from fpvm.guest.context import make_context
+    from fpvm.guest.provision import EXIT_INVALID, load_config, provision
+
+    ctx = make_context(root, record=record, echo=echo)
+    status = EXIT_OK
+    try:
+        sources = configsource.find_sources(
+            config_file=config_file,
+            fwcfg_opener=fwcfg_opener,
+            qemufwcfg_mount=qemufwcfg_mount,
+            probe=probe or configsource.Probe.from_runner(ctx.root, ctx.runner),
+            log=ctx.log,
+        )
+        provisioned = ctx.state.get("provisioned") is not None
+        config: Any = None
+        if sources.config is not None:
+            config, problems = load_config(sources.config)
+            if config is None:
+                for p in problems:
+                    ctx.log.error(f"{sources.config_origin}: {p}")
+                if not provisioned:
+                    return EXIT_FAILED
+        elif not provisioned:
+            ctx.log.error(f"not provisioned yet and {sources.summary()}")
+            status = EXIT_FAILED
+
+        first = config is not None and (firstboot or not provisioned)
+        if first:
+            assert sources.config is not None
+            outcome = provision(root, sources.config, ctx=ctx, ready=False)
+            if outcome.status == EXIT_INVALID:
+                for p in outcome.problems:
+                    ctx.log.error(p)
+                return EXIT_FAILED
+            if outcome.failed:
+                status = EXIT_PARTIAL
+        elif config is not None:
+            import hashlib
+
+            if ctx.state.get("config_sha256") != hashlib.sha256(sources.config or b"").hexdigest():
+                ctx.log.info("the config differs from the one provisioned; not re-applied (first boot only)")
+
+        # Every boot.
+        if config is not None:
+            users = [(n, u) for n, u, _ in apisocket.podman_users(config)]
+            ctx.state.set("podman_users", [[n, u] for n, u in users])
+        else:
+            users = [
+                (str(n), u if isinstance(u, int) else None) for n, u in ctx.state.get("podman_users", [])
+            ]
+        actions: list[Action] = apisocket.plan_api_socket(_Users(users))
+        env: dict[str, str] | None = None
+        if sources.environment is not None:
+            try:
+                env = proxy.decode_environment_entry(sources.environment)
+            except proxy.EnvironmentEntryError as exc:
+                ctx.log.warn(str(exc))
+        elif sources.config_origin is not None and not sources.config_origin.startswith("--config"):
+            env = {}  # qemu without the entry: the host has no proxy settings (any more)
+        if env is not None:
+            actions.append(proxy.ProxyEnvAction(env, source=sources.environment_origin or ""))
+        if not first:
+            try:
+                actions.extend(mounts.plan_mounts(config, ctx.root))
+            except ValueError as exc:
+                ctx.log.error(f"mounts: {exc}")
+                status = max(status, EXIT_PARTIAL)
+        if _apply_all(ctx, actions):
+            status = max(status, EXIT_PARTIAL)
+        ctx.state.save(ctx.root)
+        return status
+    finally:
+        try:
+            ctx.log.flush(ctx.root)
+        except OSError as exc:
+            print(f"fpvm: cannot write the log: {exc}", file=sys.stderr)
+
+
+__all__ = [
+    "RC_CONF",
+    "RC_D",
+    "SCRIPTS",
+    "RcScriptAction",
+    "add_boot_arguments",
+    "boot",
+    "boot_main",
+    "install_actions",
+    "rcorder_header",
+    "script_text",
+]

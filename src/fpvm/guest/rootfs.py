@@ -1,0 +1,307 @@
+"""A target root: every guest path the agent touches goes through here.
+
+The agent provisions a root that may be a staged image on a host (tests, image builds) or the live
+system (`/`). Guest paths in an Ignition config are absolute *guest* paths, so they must be joined
+under the root, and nothing the config (or a file already in the root) says may lead a write outside
+it. Rules, applied to every component of a path before the last one:
+
+* ``..`` and ``.`` components and empty names are refused outright (Ignition requires clean paths;
+  a ``..`` is either a mistake or an attack).
+* A relative symlink is followed, component by component, as long as it stays inside the root
+  (FreeBSD's own ``/home -> usr/home`` is relative).
+* An absolute symlink is refused when the root is not ``/``: followed on the host it would leave the
+  root (a planted ``/etc/containers -> /`` would make us write the host's ``/containers.conf``).
+  On the live system (root ``/``) absolute targets cannot leave the root and are followed.
+
+The last component is never followed for writes: a file written over a symlink replaces the link
+(``rename`` semantics), exactly like Ignition with ``overwrite: true``.
+
+Ownership: chown needs root. When the agent runs unprivileged (tests, image staging as a user) the
+wanted owner cannot be applied; ``RootFS.can_chown`` tells callers, and the ownership is skipped (the
+mode still is applied) instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+
+from fpvm.fsutil import atomic_write, fsync_dir
+
+MAX_SYMLINKS = 40
+
+
+class UnsafePathError(ValueError):
+    """A guest path that would escape the root, or is not a clean absolute path."""
+
+
+def split_guest_path(path: str) -> list[str]:
+    """Components of a clean absolute guest path; raises UnsafePathError for anything else."""
+    if not path.startswith("/"):
+        raise UnsafePathError(f"{path!r}: not an absolute path")
+    if "\0" in path:
+        raise UnsafePathError(f"{path!r}: contains a NUL byte")
+    parts = [p for p in path.split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise UnsafePathError(f"{path!r}: '{part}' components are refused")
+    return parts
+
+
+class RootFS:
+    """Safe file operations on guest paths under one root directory."""
+
+    def __init__(self, root: str | os.PathLike[str], *, can_chown: bool | None = None) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.is_live = self.root == Path("/")
+        self.can_chown = (os.geteuid() == 0) if can_chown is None else can_chown
+
+    # -- path resolution -------------------------------------------------------------------------
+    def host(self, guest_path: str, *, follow_last: bool = False) -> Path:
+        """The host path for ``guest_path``, with parents resolved under the root's rules."""
+        parts = split_guest_path(guest_path)
+        resolved = self._walk([], parts, follow_last, guest_path, 0)
+        return self.root.joinpath(*resolved)
+
+    def _walk(self, base: list[str], parts: list[str], follow_last: bool, orig: str, depth: int) -> list[str]:
+        """Resolve ``parts`` onto the already-safe component list ``base``."""
+        current = list(base)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            candidate = [*current, part]
+            if last and not follow_last:
+                return candidate
+            host = self.root.joinpath(*candidate)
+            try:
+                st = os.lstat(host)
+            except FileNotFoundError:
+                current = candidate
+                continue
+            except NotADirectoryError as exc:
+                raise UnsafePathError(f"{orig!r}: a parent is not a directory") from exc
+            if not stat.S_ISLNK(st.st_mode):
+                current = candidate
+                continue
+            if depth >= MAX_SYMLINKS:
+                raise UnsafePathError(f"{orig!r}: too many levels of symbolic links")
+            target = os.readlink(host)
+            guest_link = "/" + "/".join(candidate)
+            if target.startswith("/"):
+                if not self.is_live:
+                    raise UnsafePathError(
+                        f"{orig!r}: {guest_link} is a symlink to the absolute path {target!r}, "
+                        "which would be followed outside the root"
+                    )
+                current = self._relative([], target, guest_link, orig, depth)
+                continue
+            current = self._relative(current, target, guest_link, orig, depth)
+        return current
+
+    def _relative(self, base: list[str], target: str, link: str, orig: str, depth: int) -> list[str]:
+        """Follow a relative link target from directory ``base``; ``..`` may not climb above the root."""
+        current = list(base)
+        pieces = [p for p in target.split("/") if p and p != "."]
+        for piece in pieces:
+            if piece == "..":
+                if not current:
+                    raise UnsafePathError(f"{orig!r}: symlink {link} -> {target!r} leads outside the root")
+                current.pop()
+                continue
+            current = self._walk(current, [piece], True, orig, depth + 1)
+        return current
+
+    # -- queries -------------------------------------------------------------------------------------
+    def lstat(self, guest_path: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self.host(guest_path))
+        except FileNotFoundError:
+            return None
+
+    def exists(self, guest_path: str) -> bool:
+        return self.lstat(guest_path) is not None
+
+    def is_dir(self, guest_path: str) -> bool:
+        st = self.lstat(guest_path)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def read_bytes(self, guest_path: str) -> bytes | None:
+        """Contents of a regular file (symlinks followed inside the root), or None when absent."""
+        try:
+            host = self.host(guest_path, follow_last=True)
+            with open(host, "rb") as fh:
+                return fh.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def read_text(self, guest_path: str) -> str | None:
+        data = self.read_bytes(guest_path)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def readlink(self, guest_path: str) -> str | None:
+        try:
+            return os.readlink(self.host(guest_path))
+        except (FileNotFoundError, OSError):
+            return None
+
+    # -- changes (each returns True when something changed) -------------------------------------------
+    def makedirs(self, guest_path: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> bool:
+        """mkdir -p; directories created here are ``mode`` and owned by uid:gid (root by default)."""
+        parts = split_guest_path(guest_path)
+        changed = False
+        for i in range(1, len(parts) + 1):
+            sub = "/" + "/".join(parts[:i])
+            host = self.host(sub, follow_last=True)
+            try:
+                st = os.stat(host)
+            except FileNotFoundError:
+                os.mkdir(host, mode)
+                os.chmod(host, mode)  # umask would otherwise narrow it
+                self._chown(host, uid, gid, follow=True)
+                fsync_dir(host.parent)
+                changed = True
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePathError(f"{guest_path!r}: {sub} exists and is not a directory")
+        return changed
+
+    def makeparents(self, guest_path: str) -> bool:
+        """Create the missing parents of ``guest_path`` (root:wheel 0755, as Ignition does)."""
+        parts = split_guest_path(guest_path)
+        if len(parts) <= 1:
+            return False
+        return self.makedirs("/" + "/".join(parts[:-1]))
+
+    def write(
+        self,
+        guest_path: str,
+        data: bytes,
+        mode: int = 0o644,
+        uid: int | None = 0,
+        gid: int | None = 0,
+    ) -> bool:
+        """Atomically replace the file unless it already has these bytes, mode and owner."""
+        self.makeparents(guest_path)
+        host = self.host(guest_path)
+        st = _lstat(host)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            same = _read(host) == data
+            if same:
+                return self.set_attrs(guest_path, mode, uid, gid)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{guest_path!r} is a directory")
+        atomic_write(
+            host,
+            data,
+            mode=mode,
+            uid=uid if self.can_chown else None,
+            gid=gid if self.can_chown else None,
+        )
+        return True
+
+    def append(self, guest_path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> bool:
+        """Append ``data`` (atomically: the whole file is rewritten)."""
+        existing = self.read_bytes_nofollow(guest_path) or b""
+        return self.write(guest_path, existing + data, mode, uid, gid)
+
+    def read_bytes_nofollow(self, guest_path: str) -> bytes | None:
+        """Contents of a regular file at exactly this path (not through a final symlink)."""
+        host = self.host(guest_path)
+        st = _lstat(host)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return None
+        return _read(host)
+
+    def set_attrs(self, guest_path: str, mode: int | None, uid: int | None, gid: int | None) -> bool:
+        """chmod/chown an existing node (not through a final symlink); True when anything changed."""
+        host = self.host(guest_path)
+        st = os.lstat(host)
+        changed = False
+        if mode is not None and not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(host, mode)
+            changed = True
+        want_uid = st.st_uid if uid is None else uid
+        want_gid = st.st_gid if gid is None else gid
+        if self.can_chown and (st.st_uid, st.st_gid) != (want_uid, want_gid):
+            os.lchown(host, want_uid, want_gid)
+            changed = True
+        return changed
+
+    def chmod(self, guest_path: str, mode: int) -> bool:
+        return self.set_attrs(guest_path, mode, None, None)
+
+    def chown(self, guest_path: str, uid: int | None, gid: int | None) -> bool:
+        return self.set_attrs(guest_path, None, uid, gid)
+
+    def symlink(self, guest_path: str, target: str, uid: int | None = 0, gid: int | None = 0) -> bool:
+        """Make ``guest_path`` a symlink to ``target`` (replacing a different link or a file)."""
+        if not target or "\0" in target:
+            raise UnsafePathError(f"{guest_path!r}: empty or invalid link target")
+        self.makeparents(guest_path)
+        host = self.host(guest_path)
+        st = _lstat(host)
+        if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(host) == target:
+            return self.set_attrs(guest_path, None, uid, gid)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{guest_path!r} is a directory; refusing to replace it with a link")
+        tmp = host.with_name(f".{host.name}.fpvm-tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        if self.can_chown and (uid is not None or gid is not None):
+            os.lchown(tmp, -1 if uid is None else uid, -1 if gid is None else gid)
+        os.replace(tmp, host)
+        fsync_dir(host.parent)
+        return True
+
+    def hardlink(self, guest_path: str, target: str) -> bool:
+        """Hard link ``guest_path`` to the guest path ``target`` (both inside the root)."""
+        self.makeparents(guest_path)
+        src = self.host(target, follow_last=False)
+        host = self.host(guest_path)
+        st = _lstat(host)
+        src_st = os.lstat(src)
+        if st is not None and (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino):
+            return False
+        tmp = host.with_name(f".{host.name}.fpvm-tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.link(src, tmp, follow_symlinks=False)
+        os.replace(tmp, host)
+        fsync_dir(host.parent)
+        return True
+
+    def remove(self, guest_path: str) -> bool:
+        """Remove a file or link (not a directory tree)."""
+        host = self.host(guest_path)
+        try:
+            os.unlink(host)
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            os.rmdir(host)
+        fsync_dir(host.parent)
+        return True
+
+    def _chown(self, host: Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
+        if not self.can_chown or (uid is None and gid is None):
+            return
+        try:
+            os.chown(host, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=follow)
+        except OSError as exc:
+            if exc.errno != errno.EPERM:
+                raise
+
+
+def _lstat(host: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(host)
+    except FileNotFoundError:
+        return None
+
+
+def _read(host: Path) -> bytes:
+    with open(host, "rb") as fh:
+        return fh.read()

@@ -1,0 +1,104 @@
+"""One way to run FreeBSD commands: for real, or recorded.
+
+Everything the agent asks of FreeBSD (pw, sysrc-like changes, service, mount, kldload ...) goes
+through a Runner so that it can be tested off FreeBSD: ``RecordingRunner`` appends each command to a
+file as one JSON line ``{"argv": [...]}`` (plus ``"input"`` when the command reads stdin) and
+pretends it succeeded. Tests then check the argv against the documented syntax, and
+``docs/freebsd-checklist.md`` lists what still needs a real run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class CommandError(RuntimeError):
+    """A command that had to succeed did not."""
+
+    def __init__(self, argv: Sequence[str], result: Result) -> None:
+        msg = result.stderr.decode("utf-8", "replace").strip() or f"exit status {result.returncode}"
+        super().__init__(f"{' '.join(argv)}: {msg}")
+        self.argv = list(argv)
+        self.result = result
+
+
+class Runner:
+    """Base class: runs nothing. ``recording`` tells callers that commands have no real effect."""
+
+    recording: bool = False
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
+        raise NotImplementedError
+
+    def available(self, name: str) -> bool:
+        """Whether a command can be run (a recording runner can "run" anything)."""
+        return True
+
+
+class SubprocessRunner(Runner):
+    """Run commands for real; a failing command raises CommandError when ``check``."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = env
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
+        try:
+            proc = subprocess.run(list(argv), input=input, capture_output=True, env=self.env, check=False)
+        except FileNotFoundError:
+            result = Result(127, b"", f"{argv[0]}: command not found".encode())
+        else:
+            result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandError(argv, result)
+        return result
+
+    def available(self, name: str) -> bool:
+        import shutil
+
+        return shutil.which(name) is not None
+
+
+@dataclass
+class RecordingRunner(Runner):
+    """Record commands as JSON lines in ``path`` (or only in memory when ``path`` is None)."""
+
+    path: str | os.PathLike[str] | None = None
+    commands: list[list[str]] = field(default_factory=list)
+    recording: bool = True
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
+        entry: dict[str, object] = {"argv": list(argv)}
+        if input is not None:
+            entry["input"] = input.decode("utf-8", "replace")
+        self.commands.append(list(argv))
+        if self.path is not None:
+            line = json.dumps(entry, separators=(", ", ": ")) + "\n"
+            # Append-only log of commands: a plain append is what a reader of the record wants.
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        return Result(0)
+
+
+def read_record(path: str | os.PathLike[str]) -> list[list[str]]:
+    """The argv lists recorded in ``path`` (tests and `fpvm guest shim --record`)."""
+    out: list[list[str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append([str(a) for a in json.loads(line)["argv"]])
+    return out

@@ -1,0 +1,199 @@
+"""``fpvm ignition show`` and ``fpvm guest plan``: what a config means for a FreeBSD guest.
+
+Both are views of ``build_plan``: every action carries the JSON path of the config item it comes
+from and its disposition (apply / translate / ignore), so the summary groups actions by item and no
+mapping table is repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+from fpvm.guest.actions import Action
+
+_ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+\[\d+\])")
+_RANK = {"translate": 2, "apply": 1, "ignore": 0}
+
+
+def _read(path: str) -> tuple[Any, list[str]]:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return None, [f"cannot read {path}: {exc.strerror}"]
+    from fpvm.guest.provision import load_config
+
+    return load_config(data)
+
+
+def _plan(config: Any, root: str | None, fetch_remote: bool) -> tuple[list[Action] | None, list[str]]:
+    from fpvm.guest.plan import PlanError, PlanOptions, build_plan
+    from fpvm.guest.rootfs import RootFS
+
+    opts = PlanOptions(root=RootFS(root) if root else None, fetch_remote=fetch_remote)
+    try:
+        return build_plan(config, opts), []
+    except PlanError as exc:
+        return None, [f"{p}: {m}" for p, m in exc.problems]
+    except ValueError as exc:
+        return None, [str(exc)]
+
+
+def _invalid(path: str, problems: list[str]) -> int:
+    print(f"{path}: invalid config:", file=sys.stderr)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    return 1
+
+
+def _by_item(actions: list[Action]) -> dict[str, list[Action]]:
+    out: dict[str, list[Action]] = {}
+    for a in actions:
+        m = _ITEM.match(a.source)
+        if m:
+            out.setdefault(m.group(1), []).append(a)
+    return out
+
+
+def _disposition(actions: list[Action]) -> str:
+    if not actions:
+        return "ignore"
+    return max((a.disposition for a in actions), key=lambda d: _RANK[d])
+
+
+def _decoded_size(file: Any) -> str:
+    from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
+
+    source = file.contents.source
+    if source is None:
+        return "no contents"
+    try:
+        data = resource_bytes(file.contents, PlanOptions(fetch_remote=False))
+    except ResourceError as exc:
+        return f"bad contents ({exc})"
+    if data is None:
+        return f"remote: {source.split('?', 1)[0]}"
+    return f"{len(data)} bytes"
+
+
+def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]]]:
+    """Users, files, directories, links and units, each with its disposition and actions."""
+    items = _by_item(actions)
+
+    def entry(where: str, **info: Any) -> dict[str, Any]:
+        acts = items.get(where, [])
+        info["disposition"] = _disposition(acts)
+        notes = sorted({a.note for a in acts if a.note})
+        if notes:
+            info["notes"] = notes
+        info["actions"] = [a.describe() for a in acts]
+        return info
+
+    out: dict[str, list[dict[str, Any]]] = {
+        "users": [],
+        "files": [],
+        "directories": [],
+        "links": [],
+        "units": [],
+    }
+    for i, u in enumerate(config.passwd.users):
+        keys = [
+            k.split()[0] + " …" + (k.split()[-1] if len(k.split()) > 2 else "") for k in u.ssh_authorized_keys
+        ]
+        out["users"].append(
+            entry(
+                f"$.passwd.users[{i}]",
+                name=u.name,
+                uid=u.uid,
+                groups=list(u.groups),
+                keys=keys,
+                should_exist=u.should_exist is not False,
+            )
+        )
+    for i, g in enumerate(config.passwd.groups):
+        out["users"].append(entry(f"$.passwd.groups[{i}]", group=g.name, gid=g.gid))
+    for i, f in enumerate(config.storage.files):
+        out["files"].append(
+            entry(f"$.storage.files[{i}]", path=f.path, size=_decoded_size(f), append=len(f.append))
+        )
+    for i, d in enumerate(config.storage.directories):
+        out["directories"].append(entry(f"$.storage.directories[{i}]", path=d.path))
+    for i, link in enumerate(config.storage.links):
+        out["links"].append(
+            entry(f"$.storage.links[{i}]", path=link.path, target=link.target, hard=bool(link.hard))
+        )
+    for i, unit in enumerate(config.systemd.units):
+        state = (
+            "masked"
+            if unit.mask
+            else ("enabled" if unit.enabled else ("disabled" if unit.enabled is False else ""))
+        )
+        out["units"].append(entry(f"$.systemd.units[{i}]", name=unit.name, state=state))
+    return out
+
+
+def _label(item: dict[str, Any]) -> str:
+    if "name" in item and "keys" in item:
+        uid = f" uid {item['uid']}" if item.get("uid") is not None else ""
+        groups = f" groups {','.join(item['groups'])}" if item.get("groups") else ""
+        gone = "" if item["should_exist"] else " (remove)"
+        keys = "; ".join(item["keys"]) or "no keys"
+        return f"{item['name']}{uid}{groups}{gone}: {len(item['keys'])} key(s): {keys}"
+    if "group" in item:
+        return f"group {item['group']}" + (f" gid {item['gid']}" if item.get("gid") is not None else "")
+    if "target" in item:
+        return f"{item['path']} -> {item['target']}" + (" (hard)" if item["hard"] else "")
+    if "size" in item:
+        return f"{item['path']}  {item['size']}" + (f", {item['append']} append" if item["append"] else "")
+    if "state" in item:
+        return f"{item['name']}" + (f" ({item['state']})" if item["state"] else "")
+    return str(item.get("path", ""))
+
+
+def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
+    lines = [f"{path}: what a FreeBSD guest does with it"]
+    for section, items in info.items():
+        if not items:
+            continue
+        lines.append(f"{section.capitalize()}:")
+        for item in items:
+            lines.append(f"  [{item['disposition']:9}] {_label(item)}")
+            for note in item.get("notes", []):
+                lines.append(f"               {note}")
+    return "\n".join(lines)
+
+
+def main(path: str, as_json: bool) -> int:
+    """``fpvm ignition show FILE [--json]``."""
+    config, problems = _read(path)
+    if config is None:
+        return _invalid(path, problems)
+    actions, problems = _plan(config, None, fetch_remote=False)
+    if actions is None:
+        return _invalid(path, problems)
+    info = summary(config, actions)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(render(path, info))
+    return 0
+
+
+def plan_main(config_path: str, root: str | None, as_json: bool) -> int:
+    """``fpvm guest plan --config FILE [--root DIR] [--json]``."""
+    config, problems = _read(config_path)
+    if config is None:
+        return _invalid(config_path, problems)
+    actions, problems = _plan(config, root, fetch_remote=True)
+    if actions is None:
+        return _invalid(config_path, problems)
+    if as_json:
+        print(json.dumps([a.to_json() for a in actions], indent=2))
+        return 0
+    for a in actions:
+        src = f"  ({a.source})" if a.source else ""
+        print(f"[{a.disposition:9}] {a.describe()}{src}")
+    return 0

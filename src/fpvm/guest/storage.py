@@ -1,0 +1,325 @@
+"""Ignition's storage.files / directories / links, with the Linux -> FreeBSD path mapping.
+
+Upstream semantics (Ignition ``internal/exec/stages/files``) kept where they make sense on a box that
+re-applies its config at every boot:
+
+* missing parents are created root-owned 0755 (podman lists each ``~/.config`` level because of this);
+* a new file without ``mode`` is 0644, a directory 0755; an unset owner is root;
+* ``overwrite: true`` replaces whatever is at the path; with ``overwrite: false`` an existing node that
+  differs is *kept* and a warning says so (Ignition would fail the boot instead; an agent that runs at
+  every boot must not, and must not clobber what the administrator changed since);
+* ``append`` fragments are added once: a fragment the file already contains is not added again, so a
+  second run changes nothing.
+
+The mapping table is ``classify``; ``fpvm ignition show`` and ``fpvm guest plan`` use the same code.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fpvm.guest.actions import Action, Disposition
+
+if TYPE_CHECKING:
+    from fpvm.guest.context import ApplyContext
+
+CONTAINERS_LINUX = "/etc/containers"
+CONTAINERS_FREEBSD = "/usr/local/etc/containers"
+# FreeBSD's podman (common/pkg/machine) looks for the machine marker at these exact Linux paths.
+MARKERS = ("/etc/containers/podman-machine", "/etc/podman-machine")
+PODMAN_LINUX = "/usr/bin/podman"
+PODMAN_FREEBSD = "/usr/local/bin/podman"
+LOCALTIME = "/etc/localtime"
+HOSTNAME = "/etc/hostname"
+ZONEINFO_NAME = "/var/db/zoneinfo"  # tzsetup(8) records the zone name here
+
+# Linux-only places: recorded in the plan and skipped.
+LINUX_ONLY: tuple[tuple[str, str], ...] = (
+    ("/etc/systemd", "systemd configuration"),
+    ("/usr/lib/systemd", "systemd configuration"),
+    ("/var/lib/systemd", "systemd state (linger)"),
+    ("/etc/tmpfiles.d", "systemd-tmpfiles"),
+    ("/usr/lib/tmpfiles.d", "systemd-tmpfiles"),
+    ("/etc/sysctl.d", "Linux sysctl"),
+    ("/etc/chrony.conf", "chrony (FreeBSD uses ntpd)"),
+    ("/etc/chrony.d", "chrony (FreeBSD uses ntpd)"),
+    ("/etc/environment.d", "systemd environment.d"),
+    ("/etc/NetworkManager", "NetworkManager"),
+    ("/etc/modules-load.d", "Linux kernel modules"),
+    ("/etc/udev", "udev"),
+    ("/etc/selinux", "SELinux"),
+)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a config path goes on FreeBSD: the guest paths to write, or why it is skipped."""
+
+    disposition: Disposition
+    paths: tuple[str, ...]
+    note: str = ""
+
+
+def classify(path: str) -> Placement:
+    """The FreeBSD placement of an Ignition storage path (files, directories and links alike)."""
+    for prefix, why in LINUX_ONLY:
+        if _under(path, prefix):
+            return Placement("ignore", (), f"Linux-only: {why}")
+    if "/.config/systemd/" in path + "/":
+        return Placement("ignore", (), "Linux-only: systemd user units")
+    if path in MARKERS:
+        if path.startswith(CONTAINERS_LINUX + "/"):
+            mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
+            return Placement(
+                "translate", (path, mapped), "machine marker: Linux path (podman reads it) + FreeBSD"
+            )
+        return Placement("apply", (path,))
+    if _under(path, CONTAINERS_LINUX):
+        mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
+        return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")
+    if path == HOSTNAME:
+        return Placement("translate", (), "hostname goes to /etc/rc.conf.d/hostname")
+    return Placement("apply", (path,))
+
+
+def map_link_target(target: str) -> tuple[str, str]:
+    """(target, note): Linux binaries that live elsewhere on FreeBSD."""
+    if target == PODMAN_LINUX:
+        return PODMAN_FREEBSD, f"{PODMAN_LINUX} is {PODMAN_FREEBSD} on FreeBSD"
+    return target, ""
+
+
+# ------------------------------------------------------------------------------------------------
+Owner = tuple[int | None, str | None]  # (id, name) as in Ignition's NodeUser/NodeGroup
+
+
+def _resolve_user(ctx: ApplyContext, owner: Owner, what: str) -> int:
+    uid, name = owner
+    if uid is not None:
+        return uid
+    if not name:
+        return 0
+    found = ctx.accounts.uid_of(name)
+    if found is None:
+        raise RuntimeError(f"{what}: user {name!r} does not exist")
+    return found
+
+
+def _resolve_group(ctx: ApplyContext, owner: Owner, what: str) -> int:
+    gid, name = owner
+    if gid is not None:
+        return gid
+    if not name:
+        return 0
+    found = ctx.accounts.gid_of(name)
+    if found is None:
+        raise RuntimeError(f"{what}: group {name!r} does not exist")
+    return found
+
+
+def _owner_text(owner: Owner) -> str:
+    uid, name = owner
+    return name if name else (str(uid) if uid is not None else "root")
+
+
+class _Node(Action):
+    def __init__(
+        self,
+        path: str,
+        user: Owner,
+        group: Owner,
+        mode: int | None,
+        overwrite: bool,
+        source: str,
+        disposition: Disposition,
+        note: str,
+        config_path: str,
+    ) -> None:
+        super().__init__(source, disposition, note)
+        self.path = path
+        self.user = user
+        self.group = group
+        self.mode = mode
+        self.overwrite = overwrite
+        self.config_path = config_path  # the path as the config wrote it
+
+    def _owner_fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path}
+        if self.config_path != self.path:
+            out["config_path"] = self.config_path
+        out["owner"] = f"{_owner_text(self.user)}:{_owner_text(self.group)}"
+        if self.mode is not None:
+            out["mode"] = f"{self.mode:04o}"
+        out["overwrite"] = self.overwrite
+        return out
+
+    def _ids(self, ctx: ApplyContext) -> tuple[int, int]:
+        return _resolve_user(ctx, self.user, self.path), _resolve_group(ctx, self.group, self.path)
+
+    def _suffix(self) -> str:
+        extra = f" ({self.config_path})" if self.config_path != self.path else ""
+        mode = f" {self.mode:04o}" if self.mode is not None else ""
+        return f"{extra}{mode} {_owner_text(self.user)}:{_owner_text(self.group)}"
+
+
+class FileAction(_Node):
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str,
+        contents: bytes | None,
+        append: list[bytes] | None = None,
+        *,
+        user: Owner = (None, None),
+        group: Owner = (None, None),
+        mode: int | None = None,
+        overwrite: bool = False,
+        source: str = "",
+        disposition: Disposition = "apply",
+        note: str = "",
+        config_path: str | None = None,
+    ) -> None:
+        super().__init__(path, user, group, mode, overwrite, source, disposition, note, config_path or path)
+        self.contents = contents
+        self.append = list(append or [])
+
+    def describe(self) -> str:
+        size = "keep contents" if self.contents is None else f"{len(self.contents)} bytes"
+        app = f" +{len(self.append)} append" if self.append else ""
+        return f"file {self.path}{self._suffix()}: {size}{app}"
+
+    def fields(self) -> dict[str, Any]:
+        out = self._owner_fields()
+        out["size"] = None if self.contents is None else len(self.contents)
+        if self.append:
+            out["append_sizes"] = [len(a) for a in self.append]
+        return out
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        fs = ctx.root
+        uid, gid = self._ids(ctx)
+        st = fs.lstat(self.path)
+        exists_regular = st is not None and stat.S_ISREG(st.st_mode)
+        if st is not None and not exists_regular and not self.overwrite:
+            ctx.log.warn(f"{self.path}: a non-regular file is there and overwrite is false; left as is")
+            return False
+        current = fs.read_bytes_nofollow(self.path) if exists_regular else None
+        if self.contents is None:
+            base = current if current is not None else b""
+        elif current is None or current == self.contents or self.overwrite:
+            base = self.contents
+        else:
+            # overwrite false and the file differs: keep it. A file that still starts with our
+            # contents only lacks (or has) its append fragments, so it is not a conflict.
+            if not current.startswith(self.contents):
+                ctx.log.warn(f"{self.path}: exists with other contents and overwrite is false; left as is")
+                return False
+            base = current
+        data = base
+        for fragment in self.append:
+            if fragment and fragment not in data:
+                data += fragment
+        if st is not None and not exists_regular:
+            fs.remove(self.path)
+        mode = (
+            self.mode
+            if self.mode is not None
+            else (stat.S_IMODE(st.st_mode) if exists_regular and st else 0o644)
+        )
+        return fs.write(self.path, data, mode, uid, gid)
+
+
+class DirectoryAction(_Node):
+    kind = "directory"
+
+    def describe(self) -> str:
+        return f"directory {self.path}{self._suffix()}"
+
+    def fields(self) -> dict[str, Any]:
+        return self._owner_fields()
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        fs = ctx.root
+        uid, gid = self._ids(ctx)
+        st = fs.lstat(self.path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            if not self.overwrite:
+                ctx.log.warn(f"{self.path}: a non-directory is there and overwrite is false; left as is")
+                return False
+            fs.remove(self.path)
+            st = None
+        if st is None:
+            fs.makeparents(self.path)
+            fs.makedirs(self.path, self.mode if self.mode is not None else 0o755, uid, gid)
+            return True
+        return fs.set_attrs(self.path, self.mode, uid, gid)
+
+
+class LinkAction(_Node):
+    kind = "link"
+
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        *,
+        hard: bool = False,
+        user: Owner = (None, None),
+        group: Owner = (None, None),
+        overwrite: bool = False,
+        source: str = "",
+        disposition: Disposition = "apply",
+        note: str = "",
+        config_path: str | None = None,
+        config_target: str | None = None,
+        force: bool = False,
+    ) -> None:
+        super().__init__(path, user, group, None, overwrite, source, disposition, note, config_path or path)
+        self.target = target
+        self.hard = hard
+        self.config_target = config_target or target
+        self.force = force  # replace even with overwrite false (translated links such as /etc/localtime)
+
+    def describe(self) -> str:
+        arrow = "=>" if self.hard else "->"
+        was = f" (config: {self.config_target})" if self.config_target != self.target else ""
+        return f"link {self.path} {arrow} {self.target}{was}"
+
+    def fields(self) -> dict[str, Any]:
+        out = self._owner_fields()
+        out["target"] = self.target
+        out["hard"] = self.hard
+        if self.config_target != self.target:
+            out["config_target"] = self.config_target
+        return out
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        fs = ctx.root
+        uid, gid = self._ids(ctx)
+        st = fs.lstat(self.path)
+        if self.hard:
+            return fs.hardlink(self.path, self.target)
+        if self.path == LOCALTIME:
+            zone = self.target if self.target.startswith("/") else "/etc/" + self.target
+            try:
+                present = fs.read_bytes(zone) is not None
+            except ValueError:
+                present = False
+            if not present:
+                ctx.log.warn(f"{self.path}: time zone file {self.target} is not in the root")
+        if st is not None:
+            same = stat.S_ISLNK(st.st_mode) and fs.readlink(self.path) == self.target
+            if not same and not (self.overwrite or self.force):
+                ctx.log.warn(f"{self.path}: exists and overwrite is false; left as is")
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                ctx.log.warn(f"{self.path}: is a directory; not replaced by a link")
+                return False
+        return fs.symlink(self.path, self.target, uid, gid)

@@ -1,0 +1,286 @@
+"""A simulated VM for the real podman 4.3.1 client: users, stand-ins, sshd, and podman as a user.
+
+Layout (``base``, readable by the podman user, who owns most of it):
+
+    base/home            HOME of the podman user (podman's config, machine JSON, ~/.ssh key)
+    base/run             XDG_RUNTIME_DIR (0700)
+    base/src/fpvm        a copy of fpvm's sources: the guest side runs on the system python3 with
+                         the standard library only, as it will on FreeBSD
+    base/standins        qemu.py, gvproxy.py, forced_command.py
+    base/bin             qemu (wrapper), gvproxy (wrapper, found through helper_binaries_dir),
+                         fpvm-record (``fpvm`` + ``--record``/``--root``), forced-command
+    base/linux-compat    the launcher scripts from ``fpvm.guest.compat.launchers()``
+    base/staged          the guest's root, provisioned by the agent inside the stand-in qemu
+    base/out             records and logs (agent.jsonl, shims.jsonl, ssh.jsonl, vm.log, ...)
+    base/sshd            sshd's config and host key (root-owned)
+
+podman refuses to run as root, so it runs as ``USER`` through runuser with a clean environment.
+The login user of the "guest" is the same user (``podman machine init --username USER``): its
+Ignition entry then carries this user's uid and podman's key, and sshd (run as root on 127.0.0.1)
+authenticates it with the authorized_keys file the agent wrote into the staged root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fpvm.guest.compat import launchers
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent.parent / "src" / "fpvm"
+USER = "fpvm-contract"
+MACHINE = "fbsd"
+
+
+def system_python() -> str:
+    """An interpreter every user can run, without the test venv's packages (the guest has none)."""
+    for cand in ("/usr/bin/python3", os.path.realpath(sys.executable)):
+        if os.access(cand, os.X_OK):
+            return cand
+    raise RuntimeError("no python3 usable by an unprivileged user")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_user(name: str, home: Path) -> pwd.struct_passwd:
+    """The unprivileged podman user (created once; home and an unlocked password field every run)."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", "--home-dir", str(home), name],
+            check=True,
+        )
+    # '*' (no password) rather than useradd's '!' (locked): OpenSSH refuses key logins for locked accounts.
+    subprocess.run(["usermod", "--home", str(home), "--password", "*", "--shell", "/bin/sh", name], check=True)
+    return pwd.getpwnam(name)
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+@dataclass
+class Harness:
+    base: Path
+    user: pwd.struct_passwd
+    python: str
+    sshd_port: int = 0
+    sshd: subprocess.Popen[bytes] | None = None
+    started: list[int] = field(default_factory=list)
+
+    # -- paths ------------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self.base / "home"
+
+    @property
+    def runtime(self) -> Path:
+        return self.base / "run"
+
+    @property
+    def staged(self) -> Path:
+        return self.base / "staged"
+
+    @property
+    def out(self) -> Path:
+        return self.base / "out"
+
+    def cfg(self) -> dict[str, str | int]:
+        return {
+            "python": self.python,
+            "src": str(self.base / "src"),
+            "staged": str(self.staged),
+            "launchers": str(self.base / "linux-compat"),
+            "agent_record": str(self.out / "agent.jsonl"),
+            "agent_status": str(self.out / "agent-status.json"),
+            "shim_record": str(self.out / "shims.jsonl"),
+            "ssh_log": str(self.out / "ssh.jsonl"),
+            "log": str(self.out / "vm.log"),
+            "qemu_args": str(self.out / "qemu-args.json"),
+            "gvproxy_args": str(self.out / "gvproxy-args.json"),
+            "pids": str(self.out / "pids"),
+            "sshd_port": self.sshd_port,
+        }
+
+    # -- building ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls) -> Harness:
+        base = Path(tempfile.mkdtemp(prefix="fpvm-contract-", dir="/tmp"))
+        base.chmod(0o755)
+        user = ensure_user(USER, base / "home")
+        h = cls(base, user, system_python())
+        h.sshd_port = free_port()
+        h._layout()
+        return h
+
+    def _layout(self) -> None:
+        b, py = self.base, self.python
+        shutil.copytree(SRC, b / "src" / "fpvm", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(HERE / "standins", b / "standins", ignore=shutil.ignore_patterns("__pycache__"))
+        for d in ("home", "run", "staged", "out", "share-rw", "share-ro"):
+            (b / d).mkdir(exist_ok=True)
+        (b / "run").chmod(0o700)
+        cfg_path = b / "harness.json"
+        write(cfg_path, json.dumps(self.cfg(), indent=1))
+        src = b / "src"
+        write(b / "bin" / "qemu", f'#!/bin/sh\nexec {py} {b}/standins/qemu.py {cfg_path} "$@"\n', 0o755)
+        write(b / "bin" / "gvproxy", f'#!/bin/sh\nexec {py} {b}/standins/gvproxy.py {cfg_path} "$@"\n', 0o755)
+        write(
+            b / "bin" / "forced-command",
+            f"#!/bin/sh\nPYTHONPATH={src} exec {py} {b}/standins/forced_command.py {cfg_path}\n",
+            0o755,
+        )
+        # `fpvm guest shim NAME ARGS` -> `fpvm guest shim --record F --root STAGED NAME ARGS`
+        write(
+            b / "bin" / "fpvm-record",
+            "#!/bin/sh\n"
+            'a=$1 b=$2; shift 2\n'
+            f'PYTHONPATH={src} exec {py} -m fpvm "$a" "$b" --record {self.out}/shims.jsonl '
+            f'--root {self.staged} "$@"\n',
+            0o755,
+        )
+        for name, text in launchers(fpvm=str(b / "bin" / "fpvm-record")).items():
+            write(b / "linux-compat" / name, text, 0o755)
+        write(
+            b / "home" / ".config" / "containers" / "containers.conf",
+            f'[engine]\nhelper_binaries_dir = ["{b}/bin"]\n',
+        )
+        # a raw "disk": podman copies it and runs qemu-img info/resize on the copy
+        with open(b / "fake.img", "wb") as fh:
+            fh.truncate(1 << 20)
+        uid, gid = self.user.pw_uid, self.user.pw_gid
+        for path in [b, *b.rglob("*")]:
+            os.lchown(path, uid, gid)
+        self._sshd_files()
+
+    def _sshd_files(self) -> None:
+        d = self.base / "sshd"
+        d.mkdir(mode=0o755)
+        os.chown(d, 0, 0)
+        key = d / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        write(
+            d / "sshd_config",
+            "\n".join(
+                [
+                    f"Port {self.sshd_port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {key}",
+                    f"PidFile {d}/sshd.pid",
+                    # The keys podman's Ignition asked for, as the agent wrote them into the guest root.
+                    f"AuthorizedKeysFile {self.staged}/home/%u/.ssh/authorized_keys",
+                    "StrictModes no",  # the staged root lives under /tmp (world-writable parent)
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "PermitRootLogin no",
+                    f"AllowUsers {self.user.pw_name}",
+                    f"ForceCommand {self.base}/bin/forced-command",
+                    "AllowTcpForwarding no",
+                    "X11Forwarding no",
+                    "PrintMotd no",
+                    "PrintLastLog no",
+                    "MaxStartups 100",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            ),
+        )
+
+    # -- processes --------------------------------------------------------------------------------
+    def start_sshd(self) -> None:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        d = self.base / "sshd"
+        log = open(self.out / "sshd.log", "wb")  # noqa: SIM115 - lives as long as sshd
+        self.sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.sshd_port), 0.2):
+                return
+            if self.sshd.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError("sshd did not start:\n" + (self.out / "sshd.log").read_text())
+
+    def env(self) -> list[str]:
+        return [
+            f"HOME={self.home}",
+            f"XDG_RUNTIME_DIR={self.runtime}",
+            f"USER={self.user.pw_name}",
+            f"LOGNAME={self.user.pw_name}",
+            "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "LC_ALL=C.UTF-8",
+        ]
+
+    def as_user(self, argv: list[str], timeout: float = 90, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = ["runuser", "-u", self.user.pw_name, "--", "env", "-i", *self.env(), *argv]
+        return subprocess.run(
+            cmd, cwd=self.base, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        )
+
+    def podman(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return self.as_user(["podman", *args], timeout=timeout)
+
+    def machine_json(self) -> Path:
+        return self.home / ".config" / "containers" / "podman" / "machine" / "qemu" / f"{MACHINE}.json"
+
+    def use_standin_qemu(self) -> None:
+        """Point the machine's CmdLine at the stand-in, keeping podman's arguments (and a backup)."""
+        path = self.machine_json()
+        text = path.read_text(encoding="utf-8")
+        write(path.with_suffix(".json.orig"), text, 0o600)
+        data = json.loads(text)
+        data["CmdLine"][0] = str(self.base / "bin" / "qemu")
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")  # keeps the user's ownership
+
+    def logs(self) -> str:
+        parts = []
+        for name in ("vm.log", "ssh.jsonl", "shims.jsonl", "sshd.log"):
+            p = self.out / name
+            if p.exists():
+                parts.append(f"--- {name}\n{p.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.podman("machine", "rm", "-f", MACHINE, timeout=30)
+        # stand-ins podman started and that are still alive (by the pids they wrote), then sshd
+        for pidfile in [*self.runtime.glob("podman/*.pid"), *self.out.glob("pids/*")]:
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pidfile.read_text().strip())
+                if _owned_by(pid, self.user.pw_uid):
+                    os.kill(pid, signal.SIGTERM)
+        if self.sshd is not None and self.sshd.poll() is None:
+            self.sshd.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.sshd.wait(5)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _owned_by(pid: int, uid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == uid
+    except OSError:
+        return False

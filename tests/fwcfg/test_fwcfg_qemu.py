@@ -1,0 +1,185 @@
+"""fw_cfg read back from a real QEMU 7.2 (x86 ``pc``, TCG, paused) through the QMP transport.
+
+The protocol layer (signature, feature bitmap, directory, select-and-read) is shared by every register
+transport, so these reads also prove the parsing that /dev/io and /dev/mem rely on. QEMU spends about
+half a millisecond per HMP command and a byte costs one command: the module starts one QEMU with every
+entry and keeps the number of bytes read to what the checks need.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fwcfg_qemu import FIXTURE_PREFIX, Qemu, ignition_not_in_repo, start_qemu, stop_qemu
+
+from conftest import podman_ignition_configs
+from fpvm.fwcfg import (
+    COREOS_CONFIG,
+    EntryNotFoundError,
+    FwCfgError,
+    SignatureError,
+    acpi,
+    open_device,
+    protocol,
+)
+from fpvm.fwcfg.protocol import RegisterDevice
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def x86_qemu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Qemu]:
+    """x86 ``pc`` given, all at once: a config generated now as opt/com.coreos/config, every podman
+    fixture, an empty file and 64 KiB of random bytes."""
+    workdir = tmp_path_factory.mktemp("qemu-x86")
+    files: dict[str, Path] = {}
+    config = workdir / "config.ign"
+    config.write_bytes(ignition_not_in_repo())
+    files[COREOS_CONFIG] = config
+    for path in podman_ignition_configs():
+        prefix = "capture-" if path.parent.name.endswith("capture") else ""
+        files[FIXTURE_PREFIX + prefix + path.name] = path
+    (workdir / "empty").write_bytes(b"")
+    files["opt/fpvm/empty"] = workdir / "empty"
+    (workdir / "64k").write_bytes(os.urandom(64 * 1024))
+    files["opt/fpvm/64k"] = workdir / "64k"
+    qemu = start_qemu("qemu-system-x86_64", "pc", workdir, files)
+    try:
+        yield qemu
+    finally:
+        stop_qemu(qemu.process)
+
+
+def _device(qemu: Qemu) -> RegisterDevice:
+    device = open_device(qemu.qmp)
+    assert isinstance(device, RegisterDevice)
+    return device
+
+
+def test_directory_lists_every_entry_qemu_was_given(x86_qemu: Qemu) -> None:
+    with _device(x86_qemu) as device:
+        features = device.features()
+        listed = {entry.name: entry for entry in device.list()}
+    # QEMU 7.2's pc machine offers the traditional interface and DMA (docs/specs/fw_cfg.rst, FW_CFG_ID).
+    assert features & protocol.FEATURE_TRADITIONAL
+    assert features & protocol.FEATURE_DMA
+    for name, data in x86_qemu.entries.items():
+        assert listed[name].size == len(data), name
+        assert listed[name].select is not None
+        assert protocol.FILE_FIRST_KEY <= listed[name].select < protocol.KEY_LIMIT
+    assert "etc/acpi/tables" in listed  # QEMU's own items are listed too
+    assert len({entry.select for entry in listed.values()}) == len(listed)
+
+
+def test_every_podman_fixture_reads_back_byte_for_byte(x86_qemu: Qemu) -> None:
+    names = [name for name in x86_qemu.entries if name.startswith(FIXTURE_PREFIX)]
+    assert len(names) == len(podman_ignition_configs()) >= 7
+    with _device(x86_qemu) as device:
+        different = [name for name in names if device.read(name) != x86_qemu.entries[name]]
+    assert different == []
+
+
+def test_64k_entry_reads_back_byte_for_byte(x86_qemu: Qemu) -> None:
+    with _device(x86_qemu) as device:
+        data = device.read("opt/fpvm/64k")
+    assert len(data) == 64 * 1024
+    assert data == x86_qemu.entries["opt/fpvm/64k"]
+
+
+def test_empty_entry_and_alternating_entries(x86_qemu: Qemu) -> None:
+    """Each selection rewinds: reading A, B, A again gives whole entries, not continuations."""
+    with _device(x86_qemu) as device:
+        assert device.read("opt/fpvm/empty") == b""
+        first = device.read(COREOS_CONFIG)
+        other = device.read(FIXTURE_PREFIX + "HEAD-qemu.ign")
+        again = device.read(COREOS_CONFIG)
+    assert first == again == x86_qemu.entries[COREOS_CONFIG]
+    assert other == x86_qemu.entries[FIXTURE_PREFIX + "HEAD-qemu.ign"]
+
+
+def test_missing_entry_is_an_error(x86_qemu: Qemu) -> None:
+    with (
+        _device(x86_qemu) as device,
+        pytest.raises(EntryNotFoundError, match="no entry named 'opt/fpvm/absent'"),
+    ):
+        device.read("opt/fpvm/absent")
+
+
+def test_entry_larger_than_the_limit_is_refused(x86_qemu: Qemu) -> None:
+    device = open_device(x86_qemu.qmp, max_size=1024)
+    with device, pytest.raises(FwCfgError, match="65536 bytes, more than the 1024-byte limit"):
+        device.read("opt/fpvm/64k")
+
+
+def test_acpi_locator_finds_the_x86_fw_cfg_ports_in_qemus_dsdt(x86_qemu: Qemu) -> None:
+    """QEMU's own DSDT (from the etc/acpi/tables item: FACS, then DSDT) names FWCF at I/O port 0x510."""
+    with _device(x86_qemu) as device:
+        tables = protocol.find_entry(device.list(), "etc/acpi/tables")
+        assert tables.select is not None
+        device.transport.select(tables.select)
+        dsdt = b""
+        for _ in range(4):
+            header = device.transport.read(8)
+            body = device.transport.read(int.from_bytes(header[4:], "little") - 8)
+            if header[:4] == b"DSDT":
+                dsdt = header + body
+                break
+    assert dsdt, "no DSDT among the first tables"
+    # FW_CFG_CTL_SIZE rounded to 4, plus the 8-byte DMA address register: 12 ports.
+    assert acpi.find_fwcfg(dsdt) == ("io", 0x510, 12)
+
+
+def _fpvm(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "fpvm", *args], capture_output=True, timeout=300, check=False
+    )
+
+
+def test_cli_get_returns_exactly_the_file_qemu_was_started_with(x86_qemu: Qemu) -> None:
+    """Issue 4's 'done when', with a config generated by this run (not in the repository)."""
+    done = _fpvm("debug", "fwcfg", "--qmp", x86_qemu.qmp, "get", COREOS_CONFIG)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == x86_qemu.entries[COREOS_CONFIG]
+
+
+def test_cli_list_prints_name_size_select(x86_qemu: Qemu) -> None:
+    done = _fpvm("debug", "fwcfg", "--qmp", x86_qemu.qmp, "list")
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    rows = {line.split()[0]: line.split() for line in lines}
+    _name, size, select = rows[COREOS_CONFIG]
+    assert int(size) == len(x86_qemu.entries[COREOS_CONFIG])
+    assert int(select, 16) >= protocol.FILE_FIRST_KEY
+    assert rows["opt/fpvm/empty"][1] == "0"
+
+
+def test_cli_absent_entry_exits_1_with_a_clear_message(x86_qemu: Qemu) -> None:
+    done = _fpvm("debug", "fwcfg", "--qmp", x86_qemu.qmp, "get", "opt/fpvm/absent")
+    assert done.returncode == 1
+    assert done.stdout == b""
+    assert done.stderr.decode() == "fpvm debug fwcfg: fw_cfg has no entry named 'opt/fpvm/absent'\n"
+
+
+def test_cli_absent_socket_exits_1(tmp_path: Path) -> None:
+    done = _fpvm("debug", "fwcfg", "--qmp", str(tmp_path / "nothing.sock"), "list")
+    assert done.returncode == 1
+    assert b"cannot connect to QMP socket" in done.stderr
+
+
+def test_machine_without_fw_cfg_has_the_wrong_signature(tmp_path: Path) -> None:
+    """``-machine none`` has no fw_cfg: port 0x511 floats (0xff), which must not pass for a device."""
+    qemu = start_qemu("qemu-system-x86_64", "none", tmp_path, {})
+    try:
+        with pytest.raises(SignatureError, match=r"signature is b'\\xff\\xff\\xff\\xff', expected b'QEMU'"):
+            open_device(qemu.qmp)
+        done = _fpvm("debug", "fwcfg", "--qmp", qemu.qmp, "get", COREOS_CONFIG)
+    finally:
+        stop_qemu(qemu.process)
+    assert done.returncode == 1
+    assert b"fw_cfg signature is" in done.stderr
+    assert done.stdout == b""

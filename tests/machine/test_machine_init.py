@@ -1,0 +1,188 @@
+"""`fpvm machine init`: what it creates, the Ignition config it writes, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from conftest import fpvm, make_disk
+from fpvm.machine import ignition, qemu, state
+from fpvm.machine.errors import MachineError
+
+
+def _machines() -> list[str]:
+    root = state.machines_root()
+    return sorted(os.listdir(root)) if root.exists() else []
+
+
+def _decode(source: str) -> str:
+    assert source.startswith("data:,")
+    return urllib.parse.unquote(source[len("data:,") :])
+
+
+def test_init_creates_the_machine(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = env / "src"
+    src.mkdir()
+    rc = fpvm(
+        "machine", "init", "bsd", "--image", str(disk), "--arch", "x86_64", "--cpus", "3", "--memory", "1024",
+        "--disk-size", "2", "-v", f"{src}:/home/me/src", "-v", f"{env}:/mnt/ro:ro",
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    paths = state.Paths.of("bsd")
+    m = state.load("bsd")
+    assert (m.arch, m.cpus, m.memory, m.disk_size, m.disk_format) == ("amd64", 3, 1024, 2, "raw")
+    assert paths.disk.stat().st_size == 2 << 30
+    assert [(v.source, v.target, v.readonly, v.tag) for v in m.volumes] == [
+        (str(src), "/home/me/src", False, "fpvm0"),
+        (str(env), "/mnt/ro", True, "fpvm1"),
+    ]
+    assert 1024 <= m.ssh_port < 65536
+    assert (paths.dir.stat().st_mode & 0o777) == 0o700
+    pub = Path(f"{paths.key}.pub").read_text().strip()
+    assert pub.startswith("ssh-ed25519 ")
+
+    config = json.loads(paths.config.read_bytes())
+    assert config["ignition"]["version"] == "3.2.0"
+    users = {u["name"]: u for u in config["passwd"]["users"]}
+    assert users["core"]["sshAuthorizedKeys"] == [pub] and users["root"]["sshAuthorizedKeys"] == [pub]
+    assert users["core"]["uid"] == m.uid == (os.getuid() or 1000)
+    files = {f["path"]: f for f in config["storage"]["files"]}
+    assert _decode(files["/etc/containers/podman-machine"]["contents"]["source"]) == "qemu\n"
+    mounts = json.loads(_decode(files["/usr/local/etc/fpvm/mounts.json"]["contents"]["source"]))
+    assert mounts == {
+        "mounts": [
+            {"tag": "fpvm0", "target": "/home/me/src", "readonly": False},
+            {"tag": "fpvm1", "target": "/mnt/ro", "readonly": True},
+        ]
+    }
+    links = {link["path"]: link["target"] for link in config["storage"]["links"]}
+    assert links["/etc/localtime"] == "/usr/share/zoneinfo/Europe/Paris"
+    assert _machines() == ["bsd"]  # no temporary directory left over
+
+
+def test_generated_config_is_valid_ignition(env: Path, disk: Path) -> None:
+    """The guest parses what we generate: check it with the project's Ignition parser (spec rules)."""
+    from fpvm import ignition as spec
+
+    assert fpvm("machine", "init", "v", "--image", str(disk), "--arch", "amd64", "-v", f"{env}:/srv/x") == 0
+    parsed = spec.parse(state.Paths.of("v").config.read_bytes())
+    paths = [f.path for f in parsed.storage.files]
+    assert "/usr/local/etc/fpvm/mounts.json" in paths
+    assert [u.name for u in parsed.passwd.users] == ["core", "root"]
+
+
+def test_data_url_round_trips_like_podman() -> None:
+    text = '[containers]\nnetns="bridge"\n100% sure?#\n'
+    assert _decode(ignition.data_url(text)) == text
+    assert ignition.data_url("qemu\n") == "data:,qemu%0A"
+
+
+@pytest.fixture
+def http_image(tmp_path: Path) -> Iterator[str]:
+    """A zstd-compressed raw image served over HTTP on 127.0.0.1 (no suffix in the URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    raw = make_disk(tmp_path / "served.raw", 2 << 20).read_bytes()
+    (root / "latest").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/latest"
+    server.shutdown()
+    server.server_close()
+
+
+def test_init_downloads_and_decompresses(env: Path, http_image: str) -> None:
+    assert fpvm("machine", "init", "dl", "--image", http_image, "--arch", "amd64", "--disk-size", "1") == 0
+    disk = state.Paths.of("dl").disk
+    with disk.open("rb") as fh:
+        assert fh.read(520)[510:] == b"\x55\xaaEFI PART"
+    assert disk.stat().st_size == 1 << 30
+
+
+# -- bad input: one clear message each, nothing half-created ---------------------------------------
+
+
+def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert fpvm(*argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fpvm: error: ") and "Traceback" not in err
+    assert _machines() == [], "init left something behind"
+    return err
+
+
+def test_not_a_disk_image(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = env / "freebsd.raw.xz"
+    bogus.write_bytes(b"#!/bin/sh\necho this is a script, not an image\n" * 20)
+    err = _fails(capsys, "machine", "init", "x", "--image", str(bogus), "--arch", "amd64")
+    assert "is not a disk image" in err
+
+
+def test_missing_volume_source(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails(
+        capsys, "machine", "init", "x", "--image", str(disk), "--arch", "amd64", "-v", "/nonexistent/src:/src"
+    )
+    assert "source folder /nonexistent/src does not exist" in err
+
+
+def test_busy_port(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        err = _fails(
+            capsys, "machine", "init", "x", "--image", str(disk), "--arch", "amd64", "--ssh-port", str(port)
+        )
+    assert f"127.0.0.1:{port} is in use" in err
+
+
+def test_missing_qemu(
+    env: Path, disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(env))
+    err = _fails(capsys, "machine", "init", "x", "--image", str(disk), "--arch", "aarch64")
+    assert "qemu-system-aarch64 not found on PATH: install QEMU" in err
+
+
+def test_missing_firmware(
+    env: Path, disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qemu, "_FIRMWARE_DIRS", (str(env / "nowhere"),))
+    monkeypatch.setenv("FPVM_QEMU", "/usr/bin/qemu-system-aarch64")
+    err = _fails(capsys, "machine", "init", "x", "--image", str(disk), "--arch", "aarch64")
+    assert "no UEFI firmware for aarch64 found" in err and "qemu-efi-aarch64" in err
+
+
+def test_name_exists(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fpvm("machine", "init", "dup", "--image", str(disk), "--arch", "amd64") == 0
+    before = state.Paths.of("dup").config.read_bytes()
+    assert fpvm("machine", "init", "dup", "--image", str(disk), "--arch", "amd64") == 1
+    assert "machine 'dup' exists" in capsys.readouterr().err
+    assert _machines() == ["dup"]
+    assert state.Paths.of("dup").config.read_bytes() == before
+
+
+def test_bad_name(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails(capsys, "machine", "init", "../evil", "--image", str(disk), "--arch", "amd64")
+    assert "invalid machine name" in err
+
+
+def test_failure_after_copy_removes_partial_dir(env: Path, disk: Path) -> None:
+    """A failure late in init (disk smaller than the image) removes the copied disk too."""
+    big = make_disk(env / "big.raw", (2 << 30) + 4096)
+    with pytest.raises(MachineError, match="smaller than the image"):
+        from fpvm.machine import lifecycle
+
+        lifecycle.init("late", str(big), arch="amd64", disk_size=1)
+    assert _machines() == []
