@@ -44,6 +44,16 @@ USER = "fpvm-contract"
 MACHINE = "fbsd"
 
 
+# A subset of FreeBSD 15's /etc/master.passwd and /etc/group (name, uid, gid, gecos, home, shell).
+BASE_USERS = [
+    ("root", 0, 0, "Charlie &", "/root", "/bin/sh"),
+    ("daemon", 1, 1, "Owner of many system processes", "/root", "/usr/sbin/nologin"),
+    ("operator", 2, 5, "System &", "/", "/usr/sbin/nologin"),
+    ("nobody", 65534, 65534, "Unprivileged user", "/nonexistent", "/usr/sbin/nologin"),
+]
+BASE_GROUPS = ["wheel:*:0:root", "daemon:*:1:", "operator:*:5:root", "nogroup:*:65533:", "nobody:*:65534:"]
+
+
 def system_python() -> str:
     """An interpreter every user can run, without the test venv's packages (the guest has none)."""
     for cand in ("/usr/bin/python3", os.path.realpath(sys.executable)):
@@ -68,7 +78,9 @@ def ensure_user(name: str, home: Path) -> pwd.struct_passwd:
             check=True,
         )
     # '*' (no password) rather than useradd's '!' (locked): OpenSSH refuses key logins for locked accounts.
-    subprocess.run(["usermod", "--home", str(home), "--password", "*", "--shell", "/bin/sh", name], check=True)
+    subprocess.run(
+        ["usermod", "--home", str(home), "--password", "*", "--shell", "/bin/sh", name], check=True
+    )
     return pwd.getpwnam(name)
 
 
@@ -153,7 +165,7 @@ class Harness:
         write(
             b / "bin" / "fpvm-record",
             "#!/bin/sh\n"
-            'a=$1 b=$2; shift 2\n'
+            "a=$1 b=$2; shift 2\n"
             f'PYTHONPATH={src} exec {py} -m fpvm "$a" "$b" --record {self.out}/shims.jsonl '
             f'--root {self.staged} "$@"\n',
             0o755,
@@ -164,6 +176,7 @@ class Harness:
             b / "home" / ".config" / "containers" / "containers.conf",
             f'[engine]\nhelper_binaries_dir = ["{b}/bin"]\n',
         )
+        self._seed_guest_root()
         # a raw "disk": podman copies it and runs qemu-img info/resize on the copy
         with open(b / "fake.img", "wb") as fh:
             fh.truncate(1 << 20)
@@ -171,6 +184,18 @@ class Harness:
         for path in [b, *b.rglob("*")]:
             os.lchown(path, uid, gid)
         self._sshd_files()
+
+    def _seed_guest_root(self) -> None:
+        """The accounts FreeBSD's base system ships (etc/master.passwd, etc/group): root lives in /root."""
+        etc = self.staged / "etc"
+        write(
+            etc / "master.passwd",
+            "".join(f"{n}:*:{u}:{g}::0:0:{c}:{h}:{s}\n" for n, u, g, c, h, s in BASE_USERS),
+            0o600,
+        )
+        write(etc / "passwd", "".join(f"{n}:*:{u}:{g}:{c}:{h}:{s}\n" for n, u, g, c, h, s in BASE_USERS))
+        write(etc / "group", "".join(f"{line}\n" for line in BASE_GROUPS))
+        (self.staged / "root").mkdir(mode=0o700)
 
     def _sshd_files(self) -> None:
         d = self.base / "sshd"
@@ -234,11 +259,28 @@ class Harness:
             "LC_ALL=C.UTF-8",
         ]
 
-    def as_user(self, argv: list[str], timeout: float = 90, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def as_user(
+        self, argv: list[str], timeout: float = 90, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as the podman user in a process group of its own (killed whole on timeout)."""
         cmd = ["runuser", "-u", self.user.pw_name, "--", "env", "-i", *self.env(), *argv]
-        return subprocess.run(
-            cmd, cwd=self.base, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.base,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            err += f"\n[contract test: killed after {timeout} s]"
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     def podman(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return self.as_user(["podman", *args], timeout=timeout)

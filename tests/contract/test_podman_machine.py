@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from contract_harness import MACHINE, Harness
 
 pytestmark = pytest.mark.slow
@@ -64,7 +63,9 @@ def machine() -> Iterator[Harness]:
         h.init_output = init  # type: ignore[attr-defined]
         start = h.podman("machine", "start", MACHINE, timeout=120)
         h.start_output = start  # type: ignore[attr-defined]
-        assert start.returncode == 0, f"podman machine start failed:\n{start.stdout}\n{start.stderr}\n{h.logs()}"
+        assert start.returncode == 0, (
+            f"podman machine start failed:\n{start.stdout}\n{start.stderr}\n{h.logs()}"
+        )
         stop = h.podman("machine", "stop", MACHINE, timeout=60)
         h.stop_output = stop  # type: ignore[attr-defined]
         assert stop.returncode == 0, f"podman machine stop failed:\n{stop.stdout}\n{stop.stderr}\n{h.logs()}"
@@ -126,10 +127,120 @@ def test_recorded_freebsd_commands_are_the_p9fs_mounts(machine: Harness) -> None
     assert [(v["mount_tag"], "readonly" in v) for v in args["virtfs"]] == [("vol0", False), ("vol1", True)]
 
 
-def test_machine_json_restored_and_usable(machine: Harness) -> None:
+def test_machine_json_points_at_the_standin_and_podman_still_reads_it(machine: Harness) -> None:
     data = json.loads(machine.machine_json().read_text())
+    orig = json.loads(machine.machine_json().with_suffix(".json.orig").read_text())
     assert data["CmdLine"][0] == str(machine.base / "bin" / "qemu")
-    assert [m["Tag"] for m in data["Mounts"]] == ["vol0", "vol1"]
+    assert "/qemu-system-" in orig["CmdLine"][0] and data["CmdLine"][1:] == orig["CmdLine"][1:]
+    assert [(m["Tag"], m["Target"], m["ReadOnly"]) for m in data["Mounts"]] == [
+        ("vol0", RW_TARGET, False),
+        ("vol1", RO_TARGET, True),
+    ]
+    gvproxy = json.loads((machine.out / "gvproxy-args.json").read_text())
+    assert gvproxy[gvproxy.index("-ssh-port") + 1] == str(data["Port"])
     listing = machine.podman("machine", "list", "--format", "{{.Name}} {{.Running}}")
     assert listing.returncode == 0, listing.stderr
-    assert subprocess.run(["true"]).returncode == 0
+    assert listing.stdout.split() == [f"{MACHINE}*", "false"]  # "*": the default machine
+
+
+def test_api_socket_where_gvproxy_forwards_to(machine: Harness) -> None:
+    """gvproxy's -forward-dest (a Linux path under /run) reaches FreeBSD's /var/run/podman/podman.sock."""
+    gvproxy = json.loads((machine.out / "gvproxy-args.json").read_text())
+    dest = gvproxy[gvproxy.index("-forward-dest") + 1]
+    assert dest == f"/run/user/{machine.user.pw_uid}/podman/podman.sock"
+    staged = machine.staged
+    assert os.readlink(staged / "run") == "var/run"  # relative: the same inside and outside the VM
+    assert os.path.realpath(staged / dest.lstrip("/")) == str(staged / "var/run/podman/podman.sock")
+    assert os.path.realpath(staged / "run/podman/podman.sock") == str(staged / "var/run/podman/podman.sock")
+
+
+# -- podman 5.x command lines (research note B §4.2, §5), through the same sshd, shell and shims ------
+SHA_TAG = "a2a0ee2c717462feb1de2f5afd59de5fd2d8"  # 5.2+: sha256("/Users")[:36]
+
+# What podman 5.x feeds to `/usr/bin/bash` as root on every start (pkg/machine/proxyenv): it writes the
+# proxy variables in four formats and ends with `systemctl daemon-reload`, whose status decides.
+PROXY_SCRIPT = """\
+SYSTEMD_SYSTEM_CONF=/etc/systemd/system.conf.d/default-env.conf
+ENVD_CONF=/etc/environment.d/default-env.conf
+PROFILE_CONF=/etc/profile.d/default-env.sh
+mkdir -p /etc/profile.d /etc/environment.d /etc/systemd/system.conf.d/
+rm -f $SYSTEMD_SYSTEM_CONF $ENVD_CONF $PROFILE_CONF
+echo "[Manager]" >> $SYSTEMD_SYSTEM_CONF
+for proxy in "HTTP_PROXY=http://host.containers.internal:3128" "NO_PROXY=.corp,host.containers.internal"; do
+\tprintf "DefaultEnvironment=\\"%s\\"\\n" "$proxy" >> $SYSTEMD_SYSTEM_CONF
+\tprintf "%q\\n" "$proxy" >> $ENVD_CONF
+\tprintf "export %q\\n" "$proxy" >> $PROFILE_CONF
+done
+systemctl daemon-reload
+"""
+
+
+def ssh(machine: Harness, command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Log in like podman does (its key, its options) straight to the guest's sshd."""
+    key = machine.home / ".ssh" / MACHINE
+    user = machine.user.pw_name
+    argv = ["ssh", "-i", str(key), "-p", str(machine.sshd_port), "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            f"{user}@127.0.0.1", command]  # fmt: skip
+    return machine.as_user(argv, timeout=30, input=stdin)
+
+
+def new_records(machine: Harness, command: str, stdin: str | None = None) -> tuple[int, str, list[list[str]]]:
+    before = len(read_jsonl(machine.out / "shims.jsonl"))
+    done = ssh(machine, command, stdin)
+    after = [e["argv"] for e in read_jsonl(machine.out / "shims.jsonl")][before:]
+    return done.returncode, done.stderr, after  # type: ignore[return-value]
+
+
+def test_5x_readiness_probe_and_quoted_chattr_line(machine: Harness) -> None:
+    assert new_records(machine, "true") == (0, "", [])
+    rc, err, cmds = new_records(
+        machine, 'sudo chattr -i / ; sudo mkdir -p "/Users/dev/five" ; sudo chattr +i / ;'
+    )
+    assert (rc, cmds) == (0, []), err
+    assert (machine.staged / "Users/dev/five").is_dir()
+
+
+def test_5x_9p_with_cache_mmap(machine: Harness) -> None:
+    rc, err, cmds = new_records(
+        machine,
+        f"sudo mount -t 9p -o trans=virtio vol0 {RW_TARGET} -o version=9p2000.L,msize=131072,cache=mmap",
+    )
+    assert rc == 0, err
+    assert cmds == [["/sbin/kldload", "-n", "virtio_p9fs"], ["/sbin/mount", "-t", "p9fs", "vol0", RW_TARGET]]
+
+
+def test_5x_virtiofs_fails_naming_the_cause(machine: Harness) -> None:
+    line = f'sudo mount -t virtiofs {SHA_TAG} "{RW_TARGET}" -o context="system_u:object_r:nfs_t:s0"'
+    rc, err, cmds = new_records(machine, line)
+    assert rc != 0
+    assert f"cannot mount virtiofs tag '{SHA_TAG}' at {RW_TARGET}" in err and "no virtio-fs driver" in err
+    # it looked for a 9p device with that tag (sysctl(8) -e: name=value) and mounted nothing
+    assert cmds == [["/sbin/kldload", "-n", "virtio_p9fs"], ["/sbin/sysctl", "-e", "dev.virtio_p9fs"]]
+
+
+def test_5x_proxy_script_ends_in_a_daemon_reload_that_applies_it(machine: Harness) -> None:
+    rc, err, cmds = new_records(machine, "/usr/bin/bash", stdin=PROXY_SCRIPT)
+    assert rc == 0, err
+    staged = machine.staged
+    envd = (staged / "etc/environment.d/default-env.conf").read_text()
+    assert envd.splitlines()[1] == "NO_PROXY=.corp\\,host.containers.internal"  # bash %q escapes the comma
+    profile = (staged / "usr/local/etc/profile.d/fpvm-proxy.sh").read_text()
+    assert "export HTTP_PROXY='http://host.containers.internal:3128'" in profile
+    assert "export no_proxy='.corp,host.containers.internal'" in profile
+    assert "podman_service_env=" in (staged / "etc/rc.conf.d/podman_service").read_text()
+    assert cmds == [
+        ["/usr/sbin/service", "podman_service", "status"],
+        ["/usr/sbin/service", "podman_service", "restart"],
+    ]
+    # every start runs it again: the same environment changes nothing
+    assert new_records(machine, "/usr/bin/bash", stdin=PROXY_SCRIPT)[::2] == (0, [])
+
+
+def test_5x_rootful_docker_sock_through_tmpfiles(machine: Harness) -> None:
+    line = "L+  /run/docker.sock   -    -    -     -   /run/podman/podman.sock"
+    rc, err, _ = new_records(machine, f"sudo bash -c 'echo \"{line}\" > /etc/tmpfiles.d/podman-docker.conf'")
+    assert rc == 0, err
+    rc, err, cmds = new_records(machine, "sudo systemd-tmpfiles --create --prefix=/run/docker.sock")
+    assert (rc, cmds) == (0, []), err
+    assert os.readlink(machine.staged / "var/run/docker.sock") == "/run/podman/podman.sock"

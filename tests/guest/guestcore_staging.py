@@ -78,7 +78,14 @@ def snapshot(root: Path, exclude: tuple[str, ...] = ("var/db/fpvm", "var/log/fpv
             elif p.is_dir():
                 out[rel] = ("dir", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid, st.st_mtime_ns)
             else:
-                out[rel] = ("file", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid, p.read_bytes(), st.st_mtime_ns)
+                out[rel] = (
+                    "file",
+                    oct(st.st_mode & 0o7777),
+                    st.st_uid,
+                    st.st_gid,
+                    p.read_bytes(),
+                    st.st_mtime_ns,
+                )
     return out
 
 

@@ -141,6 +141,8 @@ class Fake:
                 fh.write(f"{os.getpid()}\n")
         self.log(BOOT_TEXT)
         sshd_config = os.environ.get("FAKE_QEMU_SSHD_CONFIG")
+        if os.environ.get("FAKE_QEMU_SSH_PORT"):  # podman's gvproxy forward, which the argv does not show
+            cfg["ssh_port"] = int(os.environ["FAKE_QEMU_SSH_PORT"])
         if sshd_config and cfg.get("ssh_port"):
             self.sshd = subprocess.Popen(
                 ["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config, "-p", str(cfg["ssh_port"])],

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from machine_helpers import make_disk
 
-from conftest import make_disk
 from fpvm.machine import image
 from fpvm.machine.errors import MachineError
 

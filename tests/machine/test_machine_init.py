@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from machine_helpers import fpvm, make_disk
 
-from conftest import fpvm, make_disk
 from fpvm.machine import ignition, qemu, state
 from fpvm.machine.errors import MachineError
+
+pytest_plugins = ["machine_support"]
 
 
 def _machines() -> list[str]:
@@ -30,13 +32,30 @@ def _decode(source: str) -> str:
     return urllib.parse.unquote(source[len("data:,") :])
 
 
-def test_init_creates_the_machine(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = env / "src"
+def test_init_creates_the_machine(
+    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = machine_env / "src"
     src.mkdir()
     rc = fpvm(
-        "machine", "init", "bsd", "--image", str(disk), "--arch", "x86_64", "--cpus", "3", "--memory", "1024",
-        "--disk-size", "2", "-v", f"{src}:/home/me/src", "-v", f"{env}:/mnt/ro:ro",
-    )  # fmt: skip
+        "machine",
+        "init",
+        "bsd",
+        "--image",
+        str(machine_disk),
+        "--arch",
+        "x86_64",
+        "--cpus",
+        "3",
+        "--memory",
+        "1024",
+        "--disk-size",
+        "2",
+        "-v",
+        f"{src}:/home/me/src",
+        "-v",
+        f"{machine_env}:/mnt/ro:ro",
+    )
     assert rc == 0, capsys.readouterr().err
     paths = state.Paths.of("bsd")
     m = state.load("bsd")
@@ -44,7 +63,7 @@ def test_init_creates_the_machine(env: Path, disk: Path, capsys: pytest.CaptureF
     assert paths.disk.stat().st_size == 2 << 30
     assert [(v.source, v.target, v.readonly, v.tag) for v in m.volumes] == [
         (str(src), "/home/me/src", False, "fpvm0"),
-        (str(env), "/mnt/ro", True, "fpvm1"),
+        (str(machine_env), "/mnt/ro", True, "fpvm1"),
     ]
     assert 1024 <= m.ssh_port < 65536
     assert (paths.dir.stat().st_mode & 0o777) == 0o700
@@ -70,11 +89,24 @@ def test_init_creates_the_machine(env: Path, disk: Path, capsys: pytest.CaptureF
     assert _machines() == ["bsd"]  # no temporary directory left over
 
 
-def test_generated_config_is_valid_ignition(env: Path, disk: Path) -> None:
+def test_generated_config_is_valid_ignition(machine_env: Path, machine_disk: Path) -> None:
     """The guest parses what we generate: check it with the project's Ignition parser (spec rules)."""
     from fpvm import ignition as spec
 
-    assert fpvm("machine", "init", "v", "--image", str(disk), "--arch", "amd64", "-v", f"{env}:/srv/x") == 0
+    assert (
+        fpvm(
+            "machine",
+            "init",
+            "v",
+            "--image",
+            str(machine_disk),
+            "--arch",
+            "amd64",
+            "-v",
+            f"{machine_env}:/srv/x",
+        )
+        == 0
+    )
     parsed = spec.parse(state.Paths.of("v").config.read_bytes())
     paths = [f.path for f in parsed.storage.files]
     assert "/usr/local/etc/fpvm/mounts.json" in paths
@@ -103,7 +135,7 @@ def http_image(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-def test_init_downloads_and_decompresses(env: Path, http_image: str) -> None:
+def test_init_downloads_and_decompresses(machine_env: Path, http_image: str) -> None:
     assert fpvm("machine", "init", "dl", "--image", http_image, "--arch", "amd64", "--disk-size", "1") == 0
     disk = state.Paths.of("dl").disk
     with disk.open("rb") as fh:
@@ -122,67 +154,134 @@ def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return err
 
 
-def test_not_a_disk_image(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bogus = env / "freebsd.raw.xz"
+def test_not_a_disk_image(machine_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = machine_env / "freebsd.raw.xz"
     bogus.write_bytes(b"#!/bin/sh\necho this is a script, not an image\n" * 20)
     err = _fails(capsys, "machine", "init", "x", "--image", str(bogus), "--arch", "amd64")
     assert "is not a disk image" in err
 
 
-def test_missing_volume_source(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_volume_source(
+    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _fails(
-        capsys, "machine", "init", "x", "--image", str(disk), "--arch", "amd64", "-v", "/nonexistent/src:/src"
+        capsys,
+        "machine",
+        "init",
+        "x",
+        "--image",
+        str(machine_disk),
+        "--arch",
+        "amd64",
+        "-v",
+        "/nonexistent/src:/src",
     )
     assert "source folder /nonexistent/src does not exist" in err
 
 
-def test_busy_port(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_busy_port(machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
         err = _fails(
-            capsys, "machine", "init", "x", "--image", str(disk), "--arch", "amd64", "--ssh-port", str(port)
+            capsys,
+            "machine",
+            "init",
+            "x",
+            "--image",
+            str(machine_disk),
+            "--arch",
+            "amd64",
+            "--ssh-port",
+            str(port),
         )
     assert f"127.0.0.1:{port} is in use" in err
 
 
 def test_missing_qemu(
-    env: Path, disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", str(env))
-    err = _fails(capsys, "machine", "init", "x", "--image", str(disk), "--arch", "aarch64")
+    monkeypatch.setenv("PATH", str(machine_env))
+    err = _fails(capsys, "machine", "init", "x", "--image", str(machine_disk), "--arch", "aarch64")
     assert "qemu-system-aarch64 not found on PATH: install QEMU" in err
 
 
 def test_missing_firmware(
-    env: Path, disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(qemu, "_FIRMWARE_DIRS", (str(env / "nowhere"),))
+    monkeypatch.setattr(qemu, "_FIRMWARE_DIRS", (str(machine_env / "nowhere"),))
     monkeypatch.setenv("FPVM_QEMU", "/usr/bin/qemu-system-aarch64")
-    err = _fails(capsys, "machine", "init", "x", "--image", str(disk), "--arch", "aarch64")
+    err = _fails(capsys, "machine", "init", "x", "--image", str(machine_disk), "--arch", "aarch64")
     assert "no UEFI firmware for aarch64 found" in err and "qemu-efi-aarch64" in err
 
 
-def test_name_exists(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert fpvm("machine", "init", "dup", "--image", str(disk), "--arch", "amd64") == 0
+def test_name_exists(machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fpvm("machine", "init", "dup", "--image", str(machine_disk), "--arch", "amd64") == 0
     before = state.Paths.of("dup").config.read_bytes()
-    assert fpvm("machine", "init", "dup", "--image", str(disk), "--arch", "amd64") == 1
+    assert fpvm("machine", "init", "dup", "--image", str(machine_disk), "--arch", "amd64") == 1
     assert "machine 'dup' exists" in capsys.readouterr().err
     assert _machines() == ["dup"]
     assert state.Paths.of("dup").config.read_bytes() == before
 
 
-def test_bad_name(env: Path, disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _fails(capsys, "machine", "init", "../evil", "--image", str(disk), "--arch", "amd64")
+def test_bad_name(machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails(capsys, "machine", "init", "../evil", "--image", str(machine_disk), "--arch", "amd64")
     assert "invalid machine name" in err
 
 
-def test_failure_after_copy_removes_partial_dir(env: Path, disk: Path) -> None:
-    """A failure late in init (disk smaller than the image) removes the copied disk too."""
-    big = make_disk(env / "big.raw", (2 << 30) + 4096)
-    with pytest.raises(MachineError, match="smaller than the image"):
-        from fpvm.machine import lifecycle
+def test_failure_after_copy_removes_partial_dir(
+    machine_env: Path, machine_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure late in init (no ssh-keygen, after the image was copied) removes the copied disk too."""
+    monkeypatch.setenv("FPVM_QEMU", "/usr/bin/qemu-system-x86_64")
+    monkeypatch.setenv("PATH", str(machine_env))  # no ssh-keygen (and no qemu-img: grow truncates)
+    from fpvm.machine import lifecycle
 
-        lifecycle.init("late", str(big), arch="amd64", disk_size=1)
+    with pytest.raises(MachineError, match="ssh-keygen not found"):
+        lifecycle.init("late", str(machine_disk), arch="amd64", disk_size=1)
     assert _machines() == []
+
+
+def test_fpvm_command_registers_machine_groups(machine_env: Path, machine_disk: Path) -> None:
+    """The installed `fpvm` command (all areas loaded) reaches this area's handlers."""
+    import subprocess
+    import sys
+
+    run = functools.partial(subprocess.run, capture_output=True, text=True, check=False)
+    init = run(
+        [
+            sys.executable,
+            "-m",
+            "fpvm",
+            "machine",
+            "init",
+            "c",
+            "--image",
+            str(machine_disk),
+            "--arch",
+            "amd64",
+        ]
+    )
+    assert init.returncode == 0, init.stderr
+    listed = run([sys.executable, "-m", "fpvm", "machine", "list"])
+    assert listed.returncode == 0 and listed.stdout.split("\n")[1].split()[:3] == ["c", "amd64", "stopped"]
+    doctor = run([sys.executable, "-m", "fpvm", "podman-machine", "doctor", "none"])
+    assert doctor.returncode == 1 and doctor.stderr.startswith("fpvm: error: no podman machine 'none'")
+
+
+@pytest.mark.parametrize(
+    ("link", "zone"),
+    [
+        ("/var/db/timezone/zoneinfo/America/New_York", "America/New_York"),  # macOS
+        ("/usr/share/zoneinfo/Europe/Paris", "Europe/Paris"),  # most Linux
+        ("../usr/share/zoneinfo/Asia/Tokyo", "Asia/Tokyo"),  # relative link
+    ],
+)
+def test_host_timezone_from_the_localtime_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str, zone: str
+) -> None:
+    monkeypatch.delenv("TZ", raising=False)
+    localtime = tmp_path / "localtime"
+    localtime.symlink_to(link)
+    assert ignition.host_timezone(str(localtime)) == zone

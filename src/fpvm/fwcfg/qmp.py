@@ -68,6 +68,11 @@ class QmpTransport:
     def _message(self) -> dict[str, Any]:
         try:
             line = self._file.readline()
+        except TimeoutError:
+            raise FwCfgError(
+                f"{self.description}: no answer within {self._sock.gettimeout()} s "
+                "(QEMU serves one monitor client at a time: is another one connected?)"
+            ) from None
         except OSError as exc:
             raise FwCfgError(f"{self.description}: {exc}") from None
         if not line:

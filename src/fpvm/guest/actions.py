@@ -66,7 +66,9 @@ class Note(Action):
         self.subject = subject
 
     def describe(self) -> str:
-        return f"skip {self.subject}: {self.note}"
+        if self.disposition == "ignore":
+            return f"skip {self.subject}: {self.note}"
+        return f"{self.subject}: {self.note}"
 
     def fields(self) -> dict[str, Any]:
         return {"subject": self.subject}

@@ -12,8 +12,9 @@ system connections) uses Linux paths instead:
   (someone created it), the agent links ``/run/podman/podman.sock`` inside it instead.
 * rootless: ``/run/user/<uid>/podman/podman.sock`` as the podman user, ``<uid>`` being the uid podman
   wrote into the Ignition config (the host user's uid). FreeBSD's podman is rootful only, so that path
-  becomes a link to root's socket, and the user joins the API group (``operator``) so that sshd, acting
-  as the user, may open it. ``/var/run`` is emptied of files at every boot (``rc.d/cleanvar`` deletes
+  becomes a link to root's socket, and the user joins the API group (``podman_service_api_group`` in
+  ``/etc/rc.conf.d/podman_service``, else the port's default ``operator``) so that sshd, acting as
+  the user, may open it. ``/var/run`` is emptied of files at every boot (``rc.d/cleanvar`` deletes
   files and sockets, not links, but a fresh image or tmpfs ``/var/run`` has nothing), so the links are
   checked on every boot.
 """
@@ -26,6 +27,7 @@ from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
+    from fpvm.guest.rootfs import RootFS
 
 API_SOCKET = "/var/run/podman/podman.sock"
 RUN_LINK = "/run"
@@ -136,7 +138,7 @@ class ApiGroupAction(Action):
     def __init__(
         self,
         user: str,
-        group: str = API_GROUP,
+        group: str | None = None,
         source: str = "",
         disposition: Disposition = "translate",
         note: str = "",
@@ -146,7 +148,8 @@ class ApiGroupAction(Action):
         self.group = group
 
     def describe(self) -> str:
-        return f"add {self.user} to group {self.group} (access to {API_SOCKET})"
+        group = self.group or "podman_service_api_group"
+        return f"add {self.user} to group {group} (access to {API_SOCKET})"
 
     def fields(self) -> dict[str, Any]:
         return {"user": self.user, "group": self.group}
@@ -154,23 +157,32 @@ class ApiGroupAction(Action):
     def apply(self, ctx: ApplyContext) -> bool:
         from fpvm.guest.passwd import pw
 
+        name = self.group or api_group(ctx.root)
         acc = ctx.accounts
-        group = acc.group(self.group)
+        group = acc.group(name)
         if group is None:
-            ctx.log.warn(f"group {self.group} does not exist; {self.user} cannot reach {API_SOCKET}")
+            ctx.log.warn(f"group {name} does not exist; {self.user} cannot reach {API_SOCKET}")
             return False
         if acc.user(self.user) is None:
-            ctx.log.warn(f"user {self.user} does not exist; not added to {self.group}")
+            ctx.log.warn(f"user {self.user} does not exist; not added to {name}")
             return False
-        if self.user in group.members:
+        if self.user in group.members or acc.gid_of(name) == getattr(acc.user(self.user), "gid", None):
             return False
-        ctx.run(pw(ctx, "groupmod", "-n", self.group, "-m", self.user))
+        ctx.run(pw(ctx, "groupmod", "-n", name, "-m", self.user))
         if ctx.recording:
             group.members.append(self.user)
             acc.save(ctx.root)
         else:
             ctx.forget_accounts()
         return True
+
+
+def api_group(root: RootFS) -> str:
+    """The API socket's group: ``podman_service_api_group`` from rc.conf.d, else the port's default."""
+    from fpvm.guest.rcconf import read_values
+
+    value = read_values(root, "podman_service").get("podman_service_api_group")
+    return value or API_GROUP
 
 
 def podman_users(config: Any) -> list[tuple[str, int | None, str]]:

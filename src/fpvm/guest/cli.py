@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+READY_HELP = "wait for sshd and the API socket, then send Ready to the host"
+
 
 def _provision(args: argparse.Namespace) -> int:
     from fpvm.guest.provision import main
@@ -26,9 +28,12 @@ def _shim(args: argparse.Namespace) -> int:
 
 
 def _ready(args: argparse.Namespace) -> int:
-    from fpvm.guest.ready import ready_main
+    from fpvm.guest import ready
 
-    return int(ready_main(args))
+    # The options live with the readiness module; it is imported only when `ready` runs.
+    parser = argparse.ArgumentParser(prog="fpvm guest ready", description=READY_HELP)
+    ready.add_arguments(parser)
+    return int(ready.ready_main(parser.parse_args(args.argv)))
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -50,12 +55,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_plan)
 
-    p = gsub.add_parser("shim", help="linux-compat command shim (argv passed through untouched)")
+    # prefix_chars="+": no option of ours may start with "-", so every word after `shim` (or `ready`)
+    # reaches the handler untouched, options included.
+    p = gsub.add_parser(
+        "shim",
+        help="linux-compat command shim (argv passed through untouched)",
+        prefix_chars="+",
+        add_help=False,
+    )
     p.add_argument("argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=_shim)
 
-    from fpvm.guest import ready  # stdlib-only and small: its parser options live with it
-
-    p = gsub.add_parser("ready", help="wait for sshd and the API socket, then send Ready to the host")
-    ready.add_arguments(p)
+    p = gsub.add_parser("ready", help=READY_HELP, prefix_chars="+", add_help=False)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest ready --help`")
     p.set_defaults(func=_ready)

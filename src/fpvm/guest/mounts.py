@@ -190,7 +190,7 @@ class MountAction(Action):
     """Mount one host folder at boot (table entry or ``*.mount`` unit); re-done on every boot.
 
     A failure is logged, not raised: a missing share must not stop the rest of the boot (podman
-    waits for Ready). The mount point is created first, under the root, like podman's ``mkdir -p``.
+    waits for Ready). The mount point is created just before mounting, like podman's ``mkdir -p``.
     """
 
     kind = "mount"
@@ -218,12 +218,12 @@ class MountAction(Action):
             listed = ctx.runner.run(MOUNT_LIST_ARGV, check=False)
             if (req.tag, req.target) in parse_mounted(listed.stdout):
                 return False
-        ctx.root.makedirs(req.target)
         try:
             req = resolve_virtiofs(req, ctx.runner)
         except MountError as exc:
             ctx.log.warn(f"{self.source or 'mount'}: {exc}")
             return False
+        ctx.root.makedirs(req.target)
         try:
             ctx.run(req.argv())
         except CommandError as exc:

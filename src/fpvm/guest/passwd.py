@@ -28,7 +28,6 @@ locked account and refuses even key logins, so such accounts named in the config
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fpvm.guest.actions import Action, Disposition
@@ -75,6 +74,12 @@ def check_name(name: str) -> str | None:
     return None
 
 
+def sudoers_safe(name: str) -> bool:
+    """Whether ``name`` can appear in a sudoers rule as a plain word (no escaping needed)."""
+    body = name[:-1] if name.endswith("$") else name
+    return bool(body) and all(c.isascii() and (c.isalnum() or c in "_.-") for c in body)
+
+
 def check_field(value: str, what: str) -> str | None:
     """Account fields are ':'-separated lines: refuse ':' and line breaks."""
     if ":" in value or "\n" in value or "\r" in value or "\0" in value:
@@ -82,18 +87,32 @@ def check_field(value: str, what: str) -> str | None:
     return None
 
 
-@dataclass
 class PwEntry:
-    name: str
-    password: str
-    uid: int
-    gid: int
-    gecos: str
-    home: str
-    shell: str
-    pw_class: str = ""
-    change: str = "0"
-    expire: str = "0"
+    """One master.passwd line (FreeBSD's field order; passwd(5))."""
+
+    def __init__(
+        self,
+        name: str,
+        password: str,
+        uid: int,
+        gid: int,
+        gecos: str,
+        home: str,
+        shell: str,
+        pw_class: str = "",
+        change: str = "0",
+        expire: str = "0",
+    ) -> None:
+        self.name = name
+        self.password = password
+        self.uid = uid
+        self.gid = gid
+        self.gecos = gecos
+        self.home = home
+        self.shell = shell
+        self.pw_class = pw_class
+        self.change = change
+        self.expire = expire
 
     def master_line(self) -> str:
         return ":".join(
@@ -115,12 +134,14 @@ class PwEntry:
         return ":".join([self.name, "*", str(self.uid), str(self.gid), self.gecos, self.home, self.shell])
 
 
-@dataclass
 class GrEntry:
-    name: str
-    gid: int
-    members: list[str] = field(default_factory=list)
-    password: str = "*"
+    """One /etc/group line (group(5))."""
+
+    def __init__(self, name: str, gid: int, members: list[str] | None = None, password: str = "*") -> None:
+        self.name = name
+        self.gid = gid
+        self.members = list(members or [])
+        self.password = password
 
     def line(self) -> str:
         return f"{self.name}:{self.password}:{self.gid}:{','.join(self.members)}"

@@ -11,11 +11,7 @@ belong to other modules (``fpvm.guest.systemd``, ``fpvm.guest.mounts``) and are 
 
 from __future__ import annotations
 
-import base64
-import urllib.parse
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fpvm.guest import passwd, storage
@@ -35,20 +31,30 @@ class PlanError(ValueError):
         super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
 
 
-@dataclass
 class PlanOptions:
-    root: RootFS | None = None  # lets unit/mount planning read the root (fpvm's mount table)
-    max_file_size: int = MAX_FILE_SIZE
-    fetch_remote: bool = True  # False for `show`: remote contents are described, not fetched
-    fetch: Callable[[Any], bytes] | None = None  # override for remote sources (tests)
-    environment: dict[str, str] | None = None  # podman 4.x's fw_cfg proxy entry, decoded
+    """How to plan: against which root, with which limits and fetcher."""
+
+    def __init__(
+        self,
+        root: RootFS | None = None,
+        max_file_size: int = MAX_FILE_SIZE,
+        fetch_remote: bool = True,
+        fetch: Callable[[Any], bytes] | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.root = root  # lets unit/mount planning read the root (fpvm's mount table)
+        self.max_file_size = max_file_size  # per file, after decompression
+        self.fetch_remote = fetch_remote  # False for `show`: remote contents are described, not fetched
+        self.fetch = fetch  # override for remote sources (tests)
+        self.environment = environment  # podman 4.x's fw_cfg proxy entry, decoded
+        self.config: Any = None  # set by build_plan: the config's fetch settings apply to its resources
 
 
-@dataclass
 class _Builder:
-    opts: PlanOptions
-    actions: list[Action] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self, opts: PlanOptions) -> None:
+        self.opts = opts
+        self.actions: list[Action] = []
+        self.problems: list[tuple[str, str]] = []
 
     def fail(self, where: str, message: str) -> None:
         self.problems.append((where, message))
@@ -59,8 +65,24 @@ class ResourceError(ValueError):
     pass
 
 
+def _engine_fetch(opts: PlanOptions) -> Callable[[Any], bytes]:
+    """The Ignition engine's fetcher (http/https, retries, verification); imported only when needed.
+
+    The config's own ``ignition.timeouts``, ``proxy`` and CAs apply, as for upstream's fetches.
+    """
+    from fpvm.ignition.sources import FetchOptions, fetch, options_from_config
+
+    base = FetchOptions(max_bytes=opts.max_file_size)
+    options = options_from_config(opts.config, base) if opts.config is not None else base
+    opts.fetch = lambda resource: fetch(resource, options)
+    return opts.fetch
+
+
 def decode_data_url(source: str, limit: int) -> bytes:
     """RFC 2397: ``data:[<mediatype>][;base64],<data>`` (podman: ``data:,`` + percent-encoding)."""
+    import base64
+    import urllib.parse
+
     meta, sep, payload = source[5:].partition(",")
     if not sep:
         raise ResourceError("data URL without ','")
@@ -77,6 +99,8 @@ def decode_data_url(source: str, limit: int) -> bytes:
 
 def gunzip(data: bytes, limit: int) -> bytes:
     """Decompress gzip without ever holding more than ``limit`` bytes of output."""
+    import zlib
+
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(data, limit + 1)
@@ -85,6 +109,20 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if len(out) > limit or d.unconsumed_tail:
         raise ResourceError(f"decompressed contents exceed the {limit}-byte limit")
     return out
+
+
+def verify(data: bytes, expected: str | None) -> None:
+    """Ignition's ``verification.hash`` (``sha512-<hex>`` or ``sha256-<hex>``) of the decoded bytes."""
+    if not expected:
+        return
+    import hashlib
+
+    algo, _, want = expected.partition("-")
+    if algo not in ("sha512", "sha256"):
+        raise ResourceError(f"unsupported verification hash {algo!r}")
+    got = hashlib.new(algo, data).hexdigest()
+    if got != want.lower():
+        raise ResourceError(f"{algo} of the contents is {got}, not {want}")
 
 
 def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
@@ -101,11 +139,7 @@ def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
     else:
         fetch = opts.fetch
         if fetch is None:
-            try:
-                from fpvm.ignition.sources import fetch as engine_fetch
-            except ImportError as exc:
-                raise ResourceError(f"cannot fetch {source.split(':', 1)[0]} sources here") from exc
-            fetch = engine_fetch
+            fetch = _engine_fetch(opts)
         try:
             data = fetch(resource)
         except Exception as exc:  # the fetcher's own errors: report, don't crash
@@ -115,6 +149,8 @@ def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
         data = gunzip(data, limit)
     elif compression:
         raise ResourceError(f"unsupported compression {compression!r}")
+    if source.startswith("data:"):
+        verify(data, getattr(getattr(resource, "verification", None), "hash", None))
     if len(data) > limit:
         raise ResourceError(f"contents of {len(data)} bytes exceed the {limit}-byte limit")
     return data
@@ -187,7 +223,14 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
                 )
             )
         if not is_root and (user.name == "core" or any(g in passwd.SUDO_GROUPS for g in user.groups)):
-            sudo_users.append(user.name)
+            if passwd.sudoers_safe(user.name):
+                sudo_users.append(user.name)
+            else:
+                b.actions.append(
+                    Note(
+                        f"sudo for {user.name}", "name needs quoting in sudoers; no sudo rule written", where
+                    )
+                )
     b.actions.extend(key_actions)
     if sudo_users:
         b.actions.append(SudoersFile(sudo_users, source="$.passwd.users"))
@@ -380,24 +423,30 @@ def _plan_mounts(b: _Builder, config: Any) -> None:
 
 def _plan_api_socket(b: _Builder, config: Any) -> None:
     """podman's socket paths (/run/podman, /run/user/<uid>/podman) when the config enables the API."""
-    enabled = any(
-        u.name in ("podman.socket", "podman.service") and u.enabled and not u.mask for u in config.systemd.units
+    where = next(
+        (
+            f"$.systemd.units[{i}]"
+            for i, u in enumerate(config.systemd.units)
+            if u.name in ("podman.socket", "podman.service") and u.enabled and not u.mask
+        ),
+        None,
     )
-    if not enabled:
+    if where is None:
         return
     try:
         from fpvm.guest.apisocket import plan_api_socket
     except ImportError:  # pragma: no cover - ships with the agent
         return
     for action in plan_api_socket(config):
-        if not action.source:
-            action.source = "$.systemd.units"
+        if not action.source.startswith("$.passwd"):
+            action.source = where
         b.actions.append(action)
 
 
 def build_plan(config: Any, options: PlanOptions | None = None, *, units: bool = True) -> list[Action]:
     """The actions that make a FreeBSD root match ``config``; raises PlanError for bad input."""
     b = _Builder(options or PlanOptions())
+    b.opts.config = config
     _plan_passwd(b, config)
     _plan_storage(b, config)
     if units:

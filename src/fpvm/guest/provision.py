@@ -20,7 +20,6 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
@@ -31,16 +30,18 @@ EXIT_INVALID = 1
 EXIT_PARTIAL = 2
 
 
-@dataclass
 class Outcome:
-    status: int
-    total: int = 0
-    changed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    commands: list[list[str]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # why the config is invalid
-    warnings: int = 0
+    """What a provision did; ``status`` is the exit status."""
+
+    def __init__(self, status: int, total: int = 0, problems: list[str] | None = None) -> None:
+        self.status = status
+        self.total = total
+        self.changed: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+        self.commands: list[list[str]] = []
+        self.problems = list(problems or [])  # why the config is invalid
+        self.warnings = 0
 
     def summary(self, root: str, record: str | None) -> str:
         if self.status == EXIT_INVALID:

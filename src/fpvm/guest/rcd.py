@@ -55,6 +55,11 @@ def script_text(name: str) -> bytes:
     return resources.files("fpvm.guest").joinpath("files", "rc.d", name).read_bytes()
 
 
+def script() -> str:
+    """The main rc.d script, ``fpvm`` (what the image's overlay installs as /usr/local/etc/rc.d/fpvm)."""
+    return script_text("fpvm").decode("utf-8")
+
+
 _HEADER = re.compile(r"^#\s*(PROVIDE|REQUIRE|BEFORE|KEYWORD):(.*)$")
 
 
@@ -266,5 +271,6 @@ __all__ = [
     "boot_main",
     "install_actions",
     "rcorder_header",
+    "script",
     "script_text",
 ]

@@ -9,8 +9,13 @@ calls ``ready_main(args)``):
     --interval S          poll interval (default 0.5)
     --ssh-host HOST       where sshd is probed (default 127.0.0.1)
     --ssh-port N          (default 22)
-    --api-socket PATH     guest path of podman's API socket (default /var/run/podman/podman.sock)
+    --api-socket PATH     guest path of podman's API socket; the default, ``auto``, waits for
+                          /var/run/podman/podman.sock only when podman_service_enable is YES
     --no-api-socket       do not wait for the API socket (podman's API service is not enabled)
+
+``fpvm guest boot`` (run by rc.d/fpvm) takes its options from ``fpvm.guest.rcd.add_boot_arguments`` and
+its handler is ``fpvm.guest.rcd.boot_main(args)``: ``--root DIR``, ``--firstboot``, ``--config FILE``,
+``--record FILE``, ``--qemufwcfg-mount DIR``, ``--no-fwcfg``.
 
 Why wait: podman 4.3 runs its ssh mount commands the moment it reads Ready, 5.x gives ssh about 15 s,
 and gvproxy gives up forwarding the API socket after about a minute of failed logins. So Ready goes out
@@ -35,10 +40,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fpvm.guest.rootfs import RootFS
 
 READY_PORT = "/dev/vtcon/org.fedoraproject.port.0"
 READY_MESSAGE = b"Ready\n"
 API_SOCKET = "/var/run/podman/podman.sock"
+AUTO = "auto"  # wait for the API socket only when podman_service is enabled
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_INTERVAL = 0.5
 
@@ -51,7 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help=argparse.SUPPRESS)
     parser.add_argument("--ssh-host", default="127.0.0.1", help="where sshd is probed (127.0.0.1)")
     parser.add_argument("--ssh-port", type=int, default=22, help="sshd's port (22)")
-    parser.add_argument("--api-socket", default=API_SOCKET, help=f"API socket (default {API_SOCKET})")
+    parser.add_argument(
+        "--api-socket",
+        default=AUTO,
+        help=f"API socket to wait for (default: {API_SOCKET} when podman_service is enabled)",
+    )
     parser.add_argument("--no-api-socket", action="store_true", help="do not wait for podman's API socket")
 
 
@@ -158,10 +172,44 @@ def write_ready(port: str, message: bytes = READY_MESSAGE, timeout: float = 10.0
         os.close(fd)
 
 
+def api_service_enabled(root: RootFS) -> bool:
+    """Whether rc will start the podman API service: ``podman_service_enable`` as load_rc_config sees it.
+
+    load_rc_config reads /etc/rc.conf, /etc/rc.conf.local, then /etc/rc.conf.d/NAME and
+    /usr/local/etc/rc.conf.d/NAME; the last assignment wins.
+    """
+    from fpvm.guest import rcconf
+
+    values: dict[str, str | None] = {}
+    for path in ("/etc/rc.conf", "/etc/rc.conf.local"):
+        text = root.read_text(path)
+        if text is not None:
+            values.update(rcconf.parse(text))
+    values.update(rcconf.read_values(root, "podman_service"))
+    values.update(rcconf.read_values(root, "podman_service", "/usr/local/etc/rc.conf.d"))
+    value = (values.get("podman_service_enable") or "").lower()
+    return value in ("yes", "true", "on", "1")
+
+
+def resolve_api_socket(root: RootFS, api_socket: str | None) -> str | None:
+    """The host path to wait for (None: do not wait). ``auto`` follows ``api_service_enabled``."""
+    if api_socket is None:
+        return None
+    if api_socket == AUTO:
+        if not api_service_enabled(root):
+            return None
+        api_socket = API_SOCKET
+    try:
+        return str(root.host(api_socket, follow_last=True))
+    except ValueError:
+        return str(root.root) + api_socket
+
+
 def signal_ready(
     *,
     port: str = READY_PORT,
-    api_socket: str | None = API_SOCKET,
+    api_socket: str | None = AUTO,
+    root: str = "/",
     ssh_host: str = "127.0.0.1",
     ssh_port: int = 22,
     timeout: float = DEFAULT_TIMEOUT,
@@ -170,6 +218,8 @@ def signal_ready(
 ) -> int:
     """Wait for sshd and the API socket, then write Ready; the exit status for ``fpvm guest ready``.
 
+    ``api_socket`` is a guest path under ``root``, ``auto`` (wait only if podman_service is enabled)
+    or None (do not wait for it).
     0: sent after both conditions held, or the port is absent (logged); 1: the deadline passed (Ready
     sent anyway) or the port could not be written.
     """
@@ -180,6 +230,9 @@ def signal_ready(
     def warn(msg: str) -> None:
         getattr(log, "warn", _stderr)(msg)
 
+    from fpvm.guest.rootfs import RootFS
+
+    api_socket = resolve_api_socket(RootFS(root), api_socket)
     waited = wait_until_ready(
         ssh_host=ssh_host,
         ssh_port=ssh_port,
@@ -227,16 +280,12 @@ def ready_main(args: argparse.Namespace) -> int:
     log = Log(echo=sys.stderr)
     api: str | None = None
     if not getattr(args, "no_api_socket", False):
-        guest = getattr(args, "api_socket", API_SOCKET) or API_SOCKET
-        try:
-            api = str(root.host(guest, follow_last=True))
-        except ValueError:
-            api = str(root.root) + guest
-
+        api = getattr(args, "api_socket", AUTO) or AUTO
     try:
         return signal_ready(
             port=getattr(args, "port", READY_PORT) or READY_PORT,
             api_socket=api,
+            root=str(root.root),
             ssh_host=getattr(args, "ssh_host", "127.0.0.1"),
             ssh_port=int(getattr(args, "ssh_port", 22)),
             timeout=float(getattr(args, "timeout", DEFAULT_TIMEOUT)),
@@ -252,10 +301,13 @@ def ready_main(args: argparse.Namespace) -> int:
 
 __all__ = [
     "API_SOCKET",
+    "AUTO",
     "READY_MESSAGE",
     "READY_PORT",
     "add_arguments",
+    "api_service_enabled",
     "ready_main",
+    "resolve_api_socket",
     "signal_ready",
     "sshd_answers",
     "wait_until_ready",

@@ -199,6 +199,8 @@ class RootFS:
             uid=uid if self.can_chown else None,
             gid=gid if self.can_chown else None,
         )
+        if mode & 0o7000:
+            os.chmod(host, mode)  # the fchown inside atomic_write cleared set-id bits
         return True
 
     def append(self, guest_path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> bool:
@@ -215,17 +217,21 @@ class RootFS:
         return _read(host)
 
     def set_attrs(self, guest_path: str, mode: int | None, uid: int | None, gid: int | None) -> bool:
-        """chmod/chown an existing node (not through a final symlink); True when anything changed."""
+        """chown/chmod an existing node (not through a final symlink); True when anything changed.
+
+        chown comes first: it clears set-id bits, which the chmod then puts back.
+        """
         host = self.host(guest_path)
         st = os.lstat(host)
         changed = False
-        if mode is not None and not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
-            os.chmod(host, mode)
-            changed = True
         want_uid = st.st_uid if uid is None else uid
         want_gid = st.st_gid if gid is None else gid
         if self.can_chown and (st.st_uid, st.st_gid) != (want_uid, want_gid):
             os.lchown(host, want_uid, want_gid)
+            st = os.lstat(host)
+            changed = True
+        if mode is not None and not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(host, mode)
             changed = True
         return changed
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
 class Result:
-    returncode: int
-    stdout: bytes = b""
-    stderr: bytes = b""
+    """What a command returned (a recorded command "returns" 0 and no output)."""
+
+    __slots__ = ("returncode", "stderr", "stdout")
+
+    def __init__(self, returncode: int, stdout: bytes = b"", stderr: bytes = b"") -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
 
     @property
     def ok(self) -> bool:
@@ -57,6 +59,8 @@ class SubprocessRunner(Runner):
         self.env = env
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
+        import subprocess  # not on the boot path when nothing runs
+
         try:
             proc = subprocess.run(list(argv), input=input, capture_output=True, env=self.env, check=False)
         except FileNotFoundError:
@@ -73,13 +77,14 @@ class SubprocessRunner(Runner):
         return shutil.which(name) is not None
 
 
-@dataclass
 class RecordingRunner(Runner):
     """Record commands as JSON lines in ``path`` (or only in memory when ``path`` is None)."""
 
-    path: str | os.PathLike[str] | None = None
-    commands: list[list[str]] = field(default_factory=list)
-    recording: bool = True
+    recording = True
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = path
+        self.commands: list[list[str]] = []
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
         entry: dict[str, object] = {"argv": list(argv)}

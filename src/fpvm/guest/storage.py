@@ -17,7 +17,6 @@ The mapping table is ``classify``; ``fpvm ignition show`` and ``fpvm guest plan`
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fpvm.guest.actions import Action, Disposition
@@ -57,13 +56,15 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-@dataclass(frozen=True)
 class Placement:
     """Where a config path goes on FreeBSD: the guest paths to write, or why it is skipped."""
 
-    disposition: Disposition
-    paths: tuple[str, ...]
-    note: str = ""
+    __slots__ = ("disposition", "note", "paths")
+
+    def __init__(self, disposition: Disposition, paths: tuple[str, ...], note: str = "") -> None:
+        self.disposition: Disposition = disposition
+        self.paths = paths
+        self.note = note
 
 
 def classify(path: str) -> Placement:

@@ -94,9 +94,9 @@ class _Watchdog:
     bounds the whole wait.
     """
 
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float | None) -> None:
+    def __init__(self, sock: socket.socket | None, seconds: float | None) -> None:
         self.fired = False
-        self._conn = conn
+        self._sock = sock
         self._timer: threading.Timer | None = None
         if seconds is not None:
             self._timer = threading.Timer(max(seconds, 0.0), self._fire)
@@ -105,10 +105,9 @@ class _Watchdog:
 
     def _fire(self) -> None:
         self.fired = True
-        sock = self._conn.sock
-        if sock is not None:
+        if self._sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                self._sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
         if self._timer is not None:
@@ -155,13 +154,13 @@ def get(
     while True:
         attempt += 1
         try:
-            status, response, conn = _attempt(url, request_headers, opts, clock)
+            status, response, conn, sock = _attempt(url, request_headers, opts, clock)
         except _Retry as exc:
             last = str(exc)
         else:
             try:
                 if status in (200, 204):
-                    return _read_body(response, conn, opts, clock, url)
+                    return _read_body(response, sock, opts, clock, url)
                 if status >= 500 or status in opts.retry_codes:
                     last = f"HTTP {status}"
                 elif status == 404:
@@ -233,15 +232,15 @@ def _target(parts: urllib.parse.SplitResult) -> str:
 
 def _attempt(
     url: str, headers: dict[str, str], opts: FetchOptions, clock: _Clock
-) -> tuple[int, http.client.HTTPResponse, http.client.HTTPConnection]:
+) -> tuple[int, http.client.HTTPResponse, http.client.HTTPConnection, socket.socket | None]:
     """One ``client.Do``: request, follow redirects; the caller reads or closes the response."""
     current = url
     send = dict(headers)
     for _hop in range(opts.max_redirects + 1):
         parts = _split(current)
-        conn, target = _connect(parts, opts, clock)
+        conn, target, proxy_headers = _connect(parts, opts, clock)
         try:
-            response = _request(conn, parts, target, send, opts, clock)
+            response, sock = _request(conn, parts, target, {**send, **proxy_headers}, opts, clock)
         except BaseException:
             conn.close()
             raise
@@ -252,7 +251,7 @@ def _attempt(
             # Upstream's CheckRedirect empties the header set: nothing of ours follows a redirect.
             send = {}
             continue
-        return response.status, response, conn
+        return response.status, response, conn, sock
     raise _Retry(f"stopped after {opts.max_redirects} redirects")
 
 
@@ -263,7 +262,7 @@ def _request(
     headers: dict[str, str],
     opts: FetchOptions,
     clock: _Clock,
-) -> http.client.HTTPResponse:
+) -> tuple[http.client.HTTPResponse, socket.socket | None]:
     send = dict(headers)
     if parts.username is not None and "Authorization" not in send:
         userinfo = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
@@ -273,15 +272,17 @@ def _request(
     except (OSError, http.client.HTTPException) as exc:
         raise _Retry(f"dial {parts.hostname}: {exc}") from None
     header_budget = _budget(opts.response_header_timeout or None, clock.remaining())
-    watchdog = _Watchdog(conn, header_budget)
+    # http.client forgets the socket once a "Connection: close" response arrives; keep our own handle.
+    sock = conn.sock
+    watchdog = _Watchdog(sock, header_budget)
     try:
-        if conn.sock is not None and header_budget is not None:
-            conn.sock.settimeout(max(header_budget, 0.001))
+        if sock is not None and header_budget is not None:
+            sock.settimeout(max(header_budget, 0.001))
         conn.putrequest("GET", target, skip_accept_encoding=True)
         for name, value in send.items():
             conn.putheader(name, value)
         conn.endheaders()
-        return conn.getresponse()
+        return conn.getresponse(), sock
     except (OSError, http.client.HTTPException) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise _Retry("timeout awaiting response headers") from None
@@ -292,19 +293,22 @@ def _request(
 
 def _connect(
     parts: urllib.parse.SplitResult, opts: FetchOptions, clock: _Clock
-) -> tuple[http.client.HTTPConnection, str]:
-    """A connection to the server or to its proxy, and the request target to use on it."""
+) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """A connection to the server or its proxy, the request target, and headers for the proxy."""
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     timeout = _budget(opts.dial_timeout, clock.remaining())
     timeout = max(timeout, 0.001) if timeout is not None else None
-    context = opts.ssl_context or ssl.create_default_context()
     proxy = proxy_for(parts.scheme, host, port, opts.proxy)
     target = _target(parts)
     if proxy is None:
         if parts.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=context), target
-        return http.client.HTTPConnection(host, port, timeout=timeout), target
+            return (
+                http.client.HTTPSConnection(host, port, timeout=timeout, context=_context(opts)),
+                target,
+                {},
+            )
+        return http.client.HTTPConnection(host, port, timeout=timeout), target, {}
     proxy_host = proxy.hostname or ""
     proxy_port = proxy.port or (443 if proxy.scheme == "https" else 80)
     auth: dict[str, str] = {}
@@ -317,37 +321,26 @@ def _connect(
                 f"{proxy.scheme} proxies for https resources are not supported by the fpvm guest "
                 "(use an http:// proxy; the tunnel is still TLS end to end)"
             )
-        tunnel = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=timeout, context=context)
+        tunnel = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=timeout, context=_context(opts))
         tunnel.set_tunnel(host, port, headers=auth)
-        return tunnel, target
+        return tunnel, target, {}
     absolute = urllib.parse.urlunsplit(("http", parts.netloc.rpartition("@")[2], target, "", ""))
-    conn: http.client.HTTPConnection
     if proxy.scheme == "https":
-        conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout)
-    if auth:
-        conn.putheader = _with_extra_headers(conn, auth)  # type: ignore[method-assign]
-    return conn, absolute
+        return (
+            http.client.HTTPSConnection(proxy_host, proxy_port, timeout=timeout, context=_context(opts)),
+            absolute,
+            auth,
+        )
+    return http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout), absolute, auth
 
 
-def _with_extra_headers(conn: http.client.HTTPConnection, extra: dict[str, str]) -> Callable[..., None]:
-    """Wrap ``putheader`` so the first header written is preceded by ``extra`` (proxy credentials)."""
-    original = conn.putheader
-    pending = dict(extra)
-
-    def putheader(name: str, *values: str) -> None:
-        while pending:
-            key, value = pending.popitem()
-            original(key, value)
-        original(name, *values)
-
-    return putheader
+def _context(opts: FetchOptions) -> ssl.SSLContext:
+    return opts.ssl_context or ssl.create_default_context()
 
 
 def _read_body(
     response: http.client.HTTPResponse,
-    conn: http.client.HTTPConnection,
+    sock: socket.socket | None,
     opts: FetchOptions,
     clock: _Clock,
     url: str,
@@ -355,10 +348,10 @@ def _read_body(
     length = response.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > opts.max_bytes:
         raise SourceError(f"resource {_redact(url)} is larger than the limit of {opts.max_bytes} bytes")
-    watchdog = _Watchdog(conn, clock.remaining())
-    if conn.sock is not None:
+    watchdog = _Watchdog(sock, clock.remaining())
+    if sock is not None:
         left = clock.remaining()
-        conn.sock.settimeout(max(left, 0.001) if left is not None else None)
+        sock.settimeout(max(left, 0.001) if left is not None else None)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -371,7 +364,9 @@ def _read_body(
             chunks.append(chunk)
     except (OSError, http.client.HTTPException) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
-            raise SourceError(f"unable to fetch resource in time: GET {_redact(url)} (reading body)") from None
+            raise SourceError(
+                f"unable to fetch resource in time: GET {_redact(url)} (reading body)"
+            ) from None
         raise SourceError(f"error reading {_redact(url)}: {type(exc).__name__}: {exc}") from None
     finally:
         watchdog.cancel()
@@ -458,9 +453,7 @@ def _bypass(host: str, port: int, no_proxy: Sequence[str]) -> bool:
     return False
 
 
-def proxy_for(
-    scheme: str, host: str, port: int, settings: ProxySettings
-) -> urllib.parse.SplitResult | None:
+def proxy_for(scheme: str, host: str, port: int, settings: ProxySettings) -> urllib.parse.SplitResult | None:
     """The proxy to use for a request, or None (direct), following Go's httpproxy rules."""
     value = settings.https_proxy if scheme == "https" else settings.http_proxy
     if not value:

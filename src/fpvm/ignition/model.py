@@ -20,12 +20,9 @@ Version = tuple[int, int]
 NEWEST: Version = (3, 6)
 
 
-def _f(key: str, default: Any = None, *, since: Version = (3, 0), factory: Any = None) -> Any:
-    """A dataclass field with its JSON key and the spec version that introduced it."""
-    meta = {"json": key, "since": since}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+def _m(key: str, since: Version = (3, 0)) -> dict[str, Any]:
+    """Field metadata: the JSON key and the spec version that introduced it."""
+    return {"json": key, "since": since}
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -33,23 +30,23 @@ def _f(key: str, default: Any = None, *, since: Version = (3, 0), factory: Any =
 
 @dataclass
 class Verification:
-    hash: str | None = _f("hash")
+    hash: str | None = field(default=None, metadata=_m("hash"))
 
 
 @dataclass
 class HTTPHeader:
-    name: str = _f("name", "")
-    value: str | None = _f("value")
+    name: str = field(default="", metadata=_m("name"))
+    value: str | None = field(default=None, metadata=_m("value"))
 
 
 @dataclass
 class Resource:
     """A fetchable blob: file contents/append, merged/replacing config, CA, LUKS key file."""
 
-    source: str | None = _f("source")
-    compression: str | None = _f("compression", since=(3, 1))
-    http_headers: list[HTTPHeader] = _f("httpHeaders", since=(3, 1), factory=list)
-    verification: Verification = _f("verification", factory=Verification)
+    source: str | None = field(default=None, metadata=_m("source"))
+    compression: str | None = field(default=None, metadata=_m("compression", (3, 1)))
+    http_headers: list[HTTPHeader] = field(default_factory=list, metadata=_m("httpHeaders", (3, 1)))
+    verification: Verification = field(default_factory=Verification, metadata=_m("verification"))
 
 
 # --- ignition section ------------------------------------------------------------------------------
@@ -57,40 +54,42 @@ class Resource:
 
 @dataclass
 class IgnitionConfig:
-    merge: list[Resource] = _f("merge", factory=list)
-    replace: Resource = _f("replace", factory=Resource)
+    merge: list[Resource] = field(default_factory=list, metadata=_m("merge"))
+    replace: Resource = field(default_factory=Resource, metadata=_m("replace"))
 
 
 @dataclass
 class Timeouts:
-    http_response_headers: int | None = _f("httpResponseHeaders")
-    http_total: int | None = _f("httpTotal")
+    http_response_headers: int | None = field(default=None, metadata=_m("httpResponseHeaders"))
+    http_total: int | None = field(default=None, metadata=_m("httpTotal"))
 
 
 @dataclass
 class TLS:
-    certificate_authorities: list[Resource] = _f("certificateAuthorities", factory=list)
+    certificate_authorities: list[Resource] = field(
+        default_factory=list, metadata=_m("certificateAuthorities")
+    )
 
 
 @dataclass
 class Security:
-    tls: TLS = _f("tls", factory=TLS)
+    tls: TLS = field(default_factory=TLS, metadata=_m("tls"))
 
 
 @dataclass
 class Proxy:
-    http_proxy: str | None = _f("httpProxy")
-    https_proxy: str | None = _f("httpsProxy")
-    no_proxy: list[str] = _f("noProxy", factory=list)
+    http_proxy: str | None = field(default=None, metadata=_m("httpProxy"))
+    https_proxy: str | None = field(default=None, metadata=_m("httpsProxy"))
+    no_proxy: list[str] = field(default_factory=list, metadata=_m("noProxy"))
 
 
 @dataclass
 class Ignition:
-    version: str = _f("version", "")
-    config: IgnitionConfig = _f("config", factory=IgnitionConfig)
-    timeouts: Timeouts = _f("timeouts", factory=Timeouts)
-    security: Security = _f("security", factory=Security)
-    proxy: Proxy = _f("proxy", since=(3, 1), factory=Proxy)
+    version: str = field(default="", metadata=_m("version"))
+    config: IgnitionConfig = field(default_factory=IgnitionConfig, metadata=_m("config"))
+    timeouts: Timeouts = field(default_factory=Timeouts, metadata=_m("timeouts"))
+    security: Security = field(default_factory=Security, metadata=_m("security"))
+    proxy: Proxy = field(default_factory=Proxy, metadata=_m("proxy", (3, 1)))
 
 
 # --- storage ---------------------------------------------------------------------------------------
@@ -98,138 +97,138 @@ class Ignition:
 
 @dataclass
 class Partition:
-    label: str | None = _f("label")
-    number: int = _f("number", 0)
-    size_mib: int | None = _f("sizeMiB")
-    start_mib: int | None = _f("startMiB")
-    type_guid: str | None = _f("typeGuid")
-    guid: str | None = _f("guid")
-    wipe_partition_entry: bool | None = _f("wipePartitionEntry")
-    should_exist: bool | None = _f("shouldExist")
-    resize: bool | None = _f("resize", since=(3, 2))
+    label: str | None = field(default=None, metadata=_m("label"))
+    number: int = field(default=0, metadata=_m("number"))
+    size_mib: int | None = field(default=None, metadata=_m("sizeMiB"))
+    start_mib: int | None = field(default=None, metadata=_m("startMiB"))
+    type_guid: str | None = field(default=None, metadata=_m("typeGuid"))
+    guid: str | None = field(default=None, metadata=_m("guid"))
+    wipe_partition_entry: bool | None = field(default=None, metadata=_m("wipePartitionEntry"))
+    should_exist: bool | None = field(default=None, metadata=_m("shouldExist"))
+    resize: bool | None = field(default=None, metadata=_m("resize", (3, 2)))
 
 
 @dataclass
 class Disk:
-    device: str = _f("device", "")
-    wipe_table: bool | None = _f("wipeTable")
-    partitions: list[Partition] = _f("partitions", factory=list)
+    device: str = field(default="", metadata=_m("device"))
+    wipe_table: bool | None = field(default=None, metadata=_m("wipeTable"))
+    partitions: list[Partition] = field(default_factory=list, metadata=_m("partitions"))
 
 
 @dataclass
 class Raid:
-    name: str = _f("name", "")
-    level: str | None = _f("level")
-    devices: list[str] = _f("devices", factory=list)
-    spares: int | None = _f("spares")
-    options: list[str] = _f("options", factory=list)
+    name: str = field(default="", metadata=_m("name"))
+    level: str | None = field(default=None, metadata=_m("level"))
+    devices: list[str] = field(default_factory=list, metadata=_m("devices"))
+    spares: int | None = field(default=None, metadata=_m("spares"))
+    options: list[str] = field(default_factory=list, metadata=_m("options"))
 
 
 @dataclass
 class Filesystem:
-    device: str = _f("device", "")
-    format: str | None = _f("format")
-    path: str | None = _f("path")
-    wipe_filesystem: bool | None = _f("wipeFilesystem")
-    label: str | None = _f("label")
-    uuid: str | None = _f("uuid")
-    options: list[str] = _f("options", factory=list)
-    mount_options: list[str] = _f("mountOptions", since=(3, 1), factory=list)
+    device: str = field(default="", metadata=_m("device"))
+    format: str | None = field(default=None, metadata=_m("format"))
+    path: str | None = field(default=None, metadata=_m("path"))
+    wipe_filesystem: bool | None = field(default=None, metadata=_m("wipeFilesystem"))
+    label: str | None = field(default=None, metadata=_m("label"))
+    uuid: str | None = field(default=None, metadata=_m("uuid"))
+    options: list[str] = field(default_factory=list, metadata=_m("options"))
+    mount_options: list[str] = field(default_factory=list, metadata=_m("mountOptions", (3, 1)))
 
 
 @dataclass
 class Tang:
-    url: str = _f("url", "")
-    thumbprint: str | None = _f("thumbprint")
-    advertisement: str | None = _f("advertisement", since=(3, 4))
+    url: str = field(default="", metadata=_m("url"))
+    thumbprint: str | None = field(default=None, metadata=_m("thumbprint"))
+    advertisement: str | None = field(default=None, metadata=_m("advertisement", (3, 4)))
 
 
 @dataclass
 class ClevisCustom:
-    pin: str | None = _f("pin")
-    config: str | None = _f("config")
-    needs_network: bool | None = _f("needsNetwork")
+    pin: str | None = field(default=None, metadata=_m("pin"))
+    config: str | None = field(default=None, metadata=_m("config"))
+    needs_network: bool | None = field(default=None, metadata=_m("needsNetwork"))
 
 
 @dataclass
 class Clevis:
-    tang: list[Tang] = _f("tang", factory=list)
-    tpm2: bool | None = _f("tpm2")
-    threshold: int | None = _f("threshold")
-    custom: ClevisCustom = _f("custom", factory=ClevisCustom)
+    tang: list[Tang] = field(default_factory=list, metadata=_m("tang"))
+    tpm2: bool | None = field(default=None, metadata=_m("tpm2"))
+    threshold: int | None = field(default=None, metadata=_m("threshold"))
+    custom: ClevisCustom = field(default_factory=ClevisCustom, metadata=_m("custom"))
 
 
 @dataclass
 class Cex:
-    enabled: bool | None = _f("enabled")
+    enabled: bool | None = field(default=None, metadata=_m("enabled"))
 
 
 @dataclass
 class Luks:
-    name: str = _f("name", "")
-    device: str | None = _f("device")
-    key_file: Resource = _f("keyFile", factory=Resource)
-    label: str | None = _f("label")
-    uuid: str | None = _f("uuid")
-    options: list[str] = _f("options", factory=list)
-    discard: bool | None = _f("discard", since=(3, 4))
-    open_options: list[str] = _f("openOptions", since=(3, 4), factory=list)
-    wipe_volume: bool | None = _f("wipeVolume")
-    clevis: Clevis = _f("clevis", factory=Clevis)
-    cex: Cex = _f("cex", since=(3, 5), factory=Cex)
+    name: str = field(default="", metadata=_m("name"))
+    device: str | None = field(default=None, metadata=_m("device"))
+    key_file: Resource = field(default_factory=Resource, metadata=_m("keyFile"))
+    label: str | None = field(default=None, metadata=_m("label"))
+    uuid: str | None = field(default=None, metadata=_m("uuid"))
+    options: list[str] = field(default_factory=list, metadata=_m("options"))
+    discard: bool | None = field(default=None, metadata=_m("discard", (3, 4)))
+    open_options: list[str] = field(default_factory=list, metadata=_m("openOptions", (3, 4)))
+    wipe_volume: bool | None = field(default=None, metadata=_m("wipeVolume"))
+    clevis: Clevis = field(default_factory=Clevis, metadata=_m("clevis"))
+    cex: Cex = field(default_factory=Cex, metadata=_m("cex", (3, 5)))
 
 
 @dataclass
 class NodeUser:
-    id: int | None = _f("id")
-    name: str | None = _f("name")
+    id: int | None = field(default=None, metadata=_m("id"))
+    name: str | None = field(default=None, metadata=_m("name"))
 
 
 @dataclass
 class NodeGroup:
-    id: int | None = _f("id")
-    name: str | None = _f("name")
+    id: int | None = field(default=None, metadata=_m("id"))
+    name: str | None = field(default=None, metadata=_m("name"))
 
 
 @dataclass
 class File:
-    path: str = _f("path", "")
-    overwrite: bool | None = _f("overwrite")
-    user: NodeUser = _f("user", factory=NodeUser)
-    group: NodeGroup = _f("group", factory=NodeGroup)
-    mode: int | None = _f("mode")
-    contents: Resource = _f("contents", factory=Resource)
-    append: list[Resource] = _f("append", factory=list)
+    path: str = field(default="", metadata=_m("path"))
+    overwrite: bool | None = field(default=None, metadata=_m("overwrite"))
+    user: NodeUser = field(default_factory=NodeUser, metadata=_m("user"))
+    group: NodeGroup = field(default_factory=NodeGroup, metadata=_m("group"))
+    mode: int | None = field(default=None, metadata=_m("mode"))
+    contents: Resource = field(default_factory=Resource, metadata=_m("contents"))
+    append: list[Resource] = field(default_factory=list, metadata=_m("append"))
 
 
 @dataclass
 class Directory:
-    path: str = _f("path", "")
-    overwrite: bool | None = _f("overwrite")
-    user: NodeUser = _f("user", factory=NodeUser)
-    group: NodeGroup = _f("group", factory=NodeGroup)
-    mode: int | None = _f("mode")
+    path: str = field(default="", metadata=_m("path"))
+    overwrite: bool | None = field(default=None, metadata=_m("overwrite"))
+    user: NodeUser = field(default_factory=NodeUser, metadata=_m("user"))
+    group: NodeGroup = field(default_factory=NodeGroup, metadata=_m("group"))
+    mode: int | None = field(default=None, metadata=_m("mode"))
 
 
 @dataclass
 class Link:
-    path: str = _f("path", "")
-    overwrite: bool | None = _f("overwrite")
-    user: NodeUser = _f("user", factory=NodeUser)
-    group: NodeGroup = _f("group", factory=NodeGroup)
-    target: str | None = _f("target")
-    hard: bool | None = _f("hard")
+    path: str = field(default="", metadata=_m("path"))
+    overwrite: bool | None = field(default=None, metadata=_m("overwrite"))
+    user: NodeUser = field(default_factory=NodeUser, metadata=_m("user"))
+    group: NodeGroup = field(default_factory=NodeGroup, metadata=_m("group"))
+    target: str | None = field(default=None, metadata=_m("target"))
+    hard: bool | None = field(default=None, metadata=_m("hard"))
 
 
 @dataclass
 class Storage:
-    disks: list[Disk] = _f("disks", factory=list)
-    raid: list[Raid] = _f("raid", factory=list)
-    filesystems: list[Filesystem] = _f("filesystems", factory=list)
-    luks: list[Luks] = _f("luks", since=(3, 2), factory=list)
-    files: list[File] = _f("files", factory=list)
-    directories: list[Directory] = _f("directories", factory=list)
-    links: list[Link] = _f("links", factory=list)
+    disks: list[Disk] = field(default_factory=list, metadata=_m("disks"))
+    raid: list[Raid] = field(default_factory=list, metadata=_m("raid"))
+    filesystems: list[Filesystem] = field(default_factory=list, metadata=_m("filesystems"))
+    luks: list[Luks] = field(default_factory=list, metadata=_m("luks", (3, 2)))
+    files: list[File] = field(default_factory=list, metadata=_m("files"))
+    directories: list[Directory] = field(default_factory=list, metadata=_m("directories"))
+    links: list[Link] = field(default_factory=list, metadata=_m("links"))
 
 
 # --- passwd ----------------------------------------------------------------------------------------
@@ -237,35 +236,35 @@ class Storage:
 
 @dataclass
 class PasswdUser:
-    name: str = _f("name", "")
-    password_hash: str | None = _f("passwordHash")
-    ssh_authorized_keys: list[str] = _f("sshAuthorizedKeys", factory=list)
-    uid: int | None = _f("uid")
-    gecos: str | None = _f("gecos")
-    home_dir: str | None = _f("homeDir")
-    no_create_home: bool | None = _f("noCreateHome")
-    primary_group: str | None = _f("primaryGroup")
-    groups: list[str] = _f("groups", factory=list)
-    no_user_group: bool | None = _f("noUserGroup")
-    no_log_init: bool | None = _f("noLogInit")
-    shell: str | None = _f("shell")
-    should_exist: bool | None = _f("shouldExist", since=(3, 2))
-    system: bool | None = _f("system")
+    name: str = field(default="", metadata=_m("name"))
+    password_hash: str | None = field(default=None, metadata=_m("passwordHash"))
+    ssh_authorized_keys: list[str] = field(default_factory=list, metadata=_m("sshAuthorizedKeys"))
+    uid: int | None = field(default=None, metadata=_m("uid"))
+    gecos: str | None = field(default=None, metadata=_m("gecos"))
+    home_dir: str | None = field(default=None, metadata=_m("homeDir"))
+    no_create_home: bool | None = field(default=None, metadata=_m("noCreateHome"))
+    primary_group: str | None = field(default=None, metadata=_m("primaryGroup"))
+    groups: list[str] = field(default_factory=list, metadata=_m("groups"))
+    no_user_group: bool | None = field(default=None, metadata=_m("noUserGroup"))
+    no_log_init: bool | None = field(default=None, metadata=_m("noLogInit"))
+    shell: str | None = field(default=None, metadata=_m("shell"))
+    should_exist: bool | None = field(default=None, metadata=_m("shouldExist", (3, 2)))
+    system: bool | None = field(default=None, metadata=_m("system"))
 
 
 @dataclass
 class PasswdGroup:
-    name: str = _f("name", "")
-    gid: int | None = _f("gid")
-    password_hash: str | None = _f("passwordHash")
-    should_exist: bool | None = _f("shouldExist", since=(3, 2))
-    system: bool | None = _f("system")
+    name: str = field(default="", metadata=_m("name"))
+    gid: int | None = field(default=None, metadata=_m("gid"))
+    password_hash: str | None = field(default=None, metadata=_m("passwordHash"))
+    should_exist: bool | None = field(default=None, metadata=_m("shouldExist", (3, 2)))
+    system: bool | None = field(default=None, metadata=_m("system"))
 
 
 @dataclass
 class Passwd:
-    users: list[PasswdUser] = _f("users", factory=list)
-    groups: list[PasswdGroup] = _f("groups", factory=list)
+    users: list[PasswdUser] = field(default_factory=list, metadata=_m("users"))
+    groups: list[PasswdGroup] = field(default_factory=list, metadata=_m("groups"))
 
 
 # --- systemd ---------------------------------------------------------------------------------------
@@ -273,22 +272,22 @@ class Passwd:
 
 @dataclass
 class Dropin:
-    name: str = _f("name", "")
-    contents: str | None = _f("contents")
+    name: str = field(default="", metadata=_m("name"))
+    contents: str | None = field(default=None, metadata=_m("contents"))
 
 
 @dataclass
 class Unit:
-    name: str = _f("name", "")
-    enabled: bool | None = _f("enabled")
-    mask: bool | None = _f("mask")
-    contents: str | None = _f("contents")
-    dropins: list[Dropin] = _f("dropins", factory=list)
+    name: str = field(default="", metadata=_m("name"))
+    enabled: bool | None = field(default=None, metadata=_m("enabled"))
+    mask: bool | None = field(default=None, metadata=_m("mask"))
+    contents: str | None = field(default=None, metadata=_m("contents"))
+    dropins: list[Dropin] = field(default_factory=list, metadata=_m("dropins"))
 
 
 @dataclass
 class Systemd:
-    units: list[Unit] = _f("units", factory=list)
+    units: list[Unit] = field(default_factory=list, metadata=_m("units"))
 
 
 # --- kernel arguments and the whole config ---------------------------------------------------------
@@ -296,14 +295,16 @@ class Systemd:
 
 @dataclass
 class KernelArguments:
-    should_exist: list[str] = _f("shouldExist", factory=list)
-    should_not_exist: list[str] = _f("shouldNotExist", factory=list)
+    should_exist: list[str] = field(default_factory=list, metadata=_m("shouldExist"))
+    should_not_exist: list[str] = field(default_factory=list, metadata=_m("shouldNotExist"))
 
 
 @dataclass
 class Config:
-    ignition: Ignition = _f("ignition", factory=Ignition)
-    storage: Storage = _f("storage", factory=Storage)
-    systemd: Systemd = _f("systemd", factory=Systemd)
-    passwd: Passwd = _f("passwd", factory=Passwd)
-    kernel_arguments: KernelArguments = _f("kernelArguments", since=(3, 3), factory=KernelArguments)
+    ignition: Ignition = field(default_factory=Ignition, metadata=_m("ignition"))
+    storage: Storage = field(default_factory=Storage, metadata=_m("storage"))
+    systemd: Systemd = field(default_factory=Systemd, metadata=_m("systemd"))
+    passwd: Passwd = field(default_factory=Passwd, metadata=_m("passwd"))
+    kernel_arguments: KernelArguments = field(
+        default_factory=KernelArguments, metadata=_m("kernelArguments", (3, 3))
+    )

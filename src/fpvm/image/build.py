@@ -72,7 +72,9 @@ def _say(err: TextIO, text: str) -> None:
     err.flush()
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         recipe = rcp.from_args(args, platform.system(), archmod.host())
     except (rcp.RecipeError, archmod.ArchError) as exc:
@@ -96,7 +98,11 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         recipe.output_dir.mkdir(parents=True, exist_ok=True)
         if recipe.method == "builder-vm":
             builder_arch = archmod.host()
-            _accel, accel_warning = builder_vm.choose_accel(platform.system(), builder_arch, builder_arch)
+            accel_warning = None
+            if recipe.accel == "auto":
+                _, accel_warning = builder_vm.choose_accel(platform.system(), builder_arch, builder_arch)
+            elif recipe.accel == "tcg":
+                accel_warning = "--accel tcg: the builder VM runs under emulation, which is many times slower"
             if accel_warning:
                 err.write(f"fpvm build: warning: {accel_warning}\n")
             builder_vm.check_host(

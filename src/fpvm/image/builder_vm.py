@@ -270,10 +270,32 @@ def extract(output_disk: Path, size: int, sha256: str, dest: Path) -> None:
     os.replace(output_disk, dest)
 
 
+def _hint(argv: list[str]) -> str:
+    machine = argv[argv.index("-machine") + 1] if "-machine" in argv else ""
+    if "accel=kvm" in machine or "accel=hvf" in machine:
+        return " (if hardware virtualisation is broken here, try --accel tcg)"
+    return ""
+
+
 def run_vm(argv: list[str], serial_log: Path, deadline: int, status: bool = True, poll: float = 1.0) -> None:
     """Run QEMU until it powers off; past ``deadline`` seconds stop it and show the serial tail."""
     serial_log.parent.mkdir(parents=True, exist_ok=True)
-    err_path = serial_log.with_name(serial_log.name + ".qemu-stderr")
+    err_path = serial_log.with_name(f".{serial_log.name}.qemu-stderr")
+    try:
+        returncode = _supervise(argv, serial_log, err_path, deadline, status, poll)
+        stderr = err_path.read_text(errors="replace").strip()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            err_path.unlink()
+    if returncode != 0:
+        raise BuildError(
+            f"QEMU exited with status {returncode}: {stderr[-2000:] or 'no message'}{_hint(argv)}"
+        )
+
+
+def _supervise(
+    argv: list[str], serial_log: Path, err_path: Path, deadline: int, status: bool, poll: float
+) -> int:
     started = time.monotonic()
     with err_path.open("wb") as err:
         try:
@@ -299,11 +321,7 @@ def run_vm(argv: list[str], serial_log: Path, deadline: int, status: bool = True
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-    stderr = err_path.read_text(errors="replace").strip()
-    with contextlib.suppress(FileNotFoundError):
-        err_path.unlink()
-    if proc.returncode != 0:
-        raise BuildError(f"QEMU exited with status {proc.returncode}: {stderr[-2000:] or 'no message'}")
+    return proc.returncode
 
 
 def _last_line(path: Path) -> str:
@@ -385,6 +403,8 @@ def plan_steps(
     """Every step of a builder-VM build, from download to the raw image at ``raw``."""
     builder_arch = builder_arch or archmod.host()
     if accel is None:
+        accel = recipe.accel
+    if accel == "auto":
         accel, _ = choose_accel(platform.system(), archmod.host(), builder_arch)
     if firmware is None:
         firmware = find_firmware(builder_arch) or (
@@ -446,6 +466,7 @@ def plan_steps(
             "builder disk",
             "qemu-img",
             "create",
+            "-q",
             "-f",
             "qcow2",
             "-b",
@@ -456,7 +477,7 @@ def plan_steps(
             str(builder_disk_size(recipe)),
         ),
         plan.command(
-            "output disk", "qemu-img", "create", "-f", "raw", str(files.output), str(recipe.image_size)
+            "output disk", "qemu-img", "create", "-q", "-f", "raw", str(files.output), str(recipe.image_size)
         ),
     ]
     if wheel_file is None:

@@ -142,21 +142,19 @@ sys.exit(main())
 """.encode()
 
 
-def _guest_rc_script() -> str:
-    """The text of rc.d/fpvm, owned by the guest agent (``fpvm.guest.rcd``)."""
+def _guest_rc() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The guest agent's rc.d scripts (name -> text) and the rc.conf.d settings that enable them."""
     try:
         rcd = importlib.import_module("fpvm.guest.rcd")
-    except ImportError as exc:
-        raise OverlayError(f"the guest's rc.d script is not available (fpvm.guest.rcd: {exc})") from None
-    for name in ("script", "rc_script", "render"):
-        func = getattr(rcd, name, None)
-        if callable(func):
-            return str(func())
-    for name in ("SCRIPT", "RC_SCRIPT"):
-        text = getattr(rcd, name, None)
-        if isinstance(text, str):
-            return text
-    raise OverlayError("fpvm.guest.rcd exports no rc.d script text")
+        scripts = {name: rcd.script_text(name).decode() for name in rcd.SCRIPTS}
+        conf = {
+            svc: {k: v for k, v in values.items() if v is not None} for svc, values in rcd.RC_CONF.items()
+        }
+    except (ImportError, AttributeError, KeyError, OSError) as exc:
+        raise OverlayError(f"the guest's rc.d scripts are not available (fpvm.guest.rcd: {exc})") from None
+    if "fpvm" not in scripts:
+        raise OverlayError("fpvm.guest.rcd has no rc.d script named fpvm")
+    return scripts, conf
 
 
 def _compat_launchers() -> dict[str, str]:
@@ -177,16 +175,19 @@ def entries(
     arch: str,
     release: rcp.Release | None = None,
     hostname: str = "fpvm",
-    guest_rc: Callable[[], str] | None = None,
+    guest_rc: Callable[[], tuple[dict[str, str], dict[str, dict[str, str]]]] | None = None,
     compat: Callable[[], dict[str, str]] | None = None,
 ) -> list[Entry]:
     """The whole overlay for ``arch``; ``guest_rc`` and ``compat`` default to the guest agent's own."""
-    guest_rc = guest_rc or _guest_rc_script
+    scripts, guest_conf = (guest_rc or _guest_rc)()
     compat = compat or _compat_launchers
     arch = archmod.normalize(arch)
     release = release or rcp.parse_release(rcp.DEFAULT_RELEASE)
     out: list[Entry] = []
-    for service, values in rcp.rc_conf(hostname).items():
+    services = rcp.rc_conf(hostname)
+    for service, values in guest_conf.items():
+        services[service] = {**services.get(service, {}), **values}
+    for service, values in services.items():
         out.append(Entry(f"/etc/rc.conf.d/{service}", shell_assignments(values)))
     for name, values in rcp.loader_conf(arch).items():
         out.append(Entry(f"/boot/loader.conf.d/{name}.conf", shell_assignments(values)))
@@ -200,10 +201,13 @@ def entries(
         Entry("/firstboot", b""),
         Entry("/run", target="var/run"),
         Entry("/usr/bin/bash", target="/usr/local/bin/bash"),
-        Entry("/usr/local/etc/rc.d/fpvm_growfs", GROWFS_RC, 0o755),
+        Entry("/usr/local/etc/rc.d/fpvm_growfs", GROWFS_RC, 0o555),
         Entry("/usr/local/bin/fpvm", FPVM_LAUNCHER, 0o755),
-        Entry("/usr/local/etc/rc.d/fpvm", guest_rc().encode(), 0o755),
     ]
+    for name, text in sorted(scripts.items()):
+        if "/" in name or name in ("", ".", "..", "fpvm_growfs"):
+            raise OverlayError(f"bad rc.d script name {name!r}")
+        out.append(Entry(f"/usr/local/etc/rc.d/{name}", text.encode(), 0o555))
     for name, text in sorted(compat().items()):
         if "/" in name or name in ("", ".", ".."):
             raise OverlayError(f"bad linux-compat launcher name {name!r}")

@@ -24,6 +24,7 @@ DEFAULT_RELEASE = "15.1-RELEASE"
 METHODS: tuple[str, ...] = ("pkgbase", "builder-vm", "poudriere")
 FORMATS: tuple[str, ...] = ("raw", "qcow2")
 COMPRESSIONS: tuple[str, ...] = ("zst", "xz", "none")
+ACCELS: tuple[str, ...] = ("auto", "kvm", "hvf", "tcg")
 
 _RELEASE_RE = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)-RELEASE$")
 
@@ -171,6 +172,12 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="URL",
     ),
     Setting("pkg_mirror", "pkg+https://pkg.FreeBSD.org", "pkg repository site", metavar="URL"),
+    Setting(
+        "accel",
+        "auto",
+        "builder VM accelerator: auto picks KVM (Linux) or HVF (macOS), else TCG",
+        choices=ACCELS,
+    ),
     Setting("memory", 2048, "builder VM memory in MiB", _positive_int, metavar="MIB"),
     Setting("cpus", 2, "builder VM CPUs", _positive_int, metavar="N"),
     Setting(
@@ -345,6 +352,7 @@ class Recipe:
     wheel: Path | None = None
     mirror: str = "https://download.freebsd.org"
     pkg_mirror: str = "pkg+https://pkg.FreeBSD.org"
+    accel: str = "auto"
     memory: int = 2048
     cpus: int = 2
     deadline: int = 3600

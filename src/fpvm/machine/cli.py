@@ -168,7 +168,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = m.add_parser("ssh", help="log in to the machine (as root), or run a command there")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--user", default="root", help="root (default) or core")
+    p.add_argument("--user", default="root", help="root (default) or core; options go before NAME")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=_guard(_ssh))
 

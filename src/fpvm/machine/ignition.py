@@ -27,8 +27,6 @@ MARKER_CONTENT = "qemu\n"
 REGISTRIES_PATH = "/etc/containers/registries.conf.d/999-podman-machine.conf"
 REGISTRIES_CONTENT = 'unqualified-search-registries=["docker.io"]\n'
 
-_ZONEINFO_DIRS = ("/var/db/timezone/zoneinfo/", "/usr/share/zoneinfo/", "/usr/share/lib/zoneinfo/")
-
 
 def data_url(text: str) -> str:
     """RFC 2397 without base64, as podman writes it (``data:,`` + percent-encoding)."""
@@ -63,25 +61,25 @@ def make_key(path: Path) -> str:
     return Path(f"{path}.pub").read_text().strip()
 
 
-def host_timezone() -> str | None:
+def host_timezone(localtime: str = "/etc/localtime") -> str | None:
     """The host's zone name (``Europe/Paris``), or None when it cannot be told.
 
-    ``$TZ`` first (a zone name, not a POSIX rule), then where ``/etc/localtime`` points: macOS links into
-    ``/var/db/timezone/zoneinfo``, Linux distributions into ``/usr/share/zoneinfo``.
+    ``$TZ`` first (when it is a zone name, not a POSIX rule), then the target of the ``/etc/localtime``
+    link, read one hop only: macOS links to ``/var/db/timezone/zoneinfo/Area/City``, where
+    ``zoneinfo`` is itself a link into a versioned directory that a full resolution would expose.
     """
     tz = os.environ.get("TZ", "").lstrip(":")
     if tz and "/" in tz and not tz.startswith("/") and ".." not in tz:
         return tz
     try:
-        target = os.path.realpath("/etc/localtime")
+        target = os.readlink(localtime)
     except OSError:
-        return None
-    for prefix in _ZONEINFO_DIRS:
-        if target.startswith(prefix):
-            zone = target[len(prefix) :]
-            return zone or None
+        target = ""
+    if "zoneinfo/" in target:
+        zone = target.split("zoneinfo/", 1)[1].removeprefix("posix/").removeprefix("right/")
+        return zone or None
     try:
-        zone = Path("/etc/timezone").read_text().strip()
+        zone = Path("/etc/timezone").read_text().strip()  # Debian without the link
     except OSError:
         return None
     return zone or None

@@ -270,12 +270,3 @@ def _qemu_img(args: list[str]) -> str:
     if result.returncode != 0:
         raise MachineError(f"qemu-img {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
-
-
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

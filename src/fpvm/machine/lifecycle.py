@@ -153,6 +153,11 @@ def init(
         disk = work / "disk.img"
         fmt = image.acquire(image_source, disk)
         image.grow(disk, fmt, disk_size)
+        if arch == "aarch64":
+            # pflash firmware (Homebrew's edk2, AAVMF) needs a writable 64 MiB vars store beside it;
+            # sparse, so it costs nothing when -bios firmware is used instead.
+            with (work / "efi-vars.fd").open("wb") as fh:
+                fh.truncate(qemu.PFLASH_SIZE)
         pubkey = ign.make_key(work / "id_ed25519")
         uid = _host_uid()
         config = ign.build(pubkey, uid, vols, ign.host_timezone())

@@ -26,6 +26,7 @@ from fpvm.machine.state import pid_alive, read_pid, socket_listening
 
 CONSOLE_ID = "fpvmconsole"
 BACKUP_SUFFIX = ".fpvm-backup"
+BANNER_TIMEOUT = 3.0  # sshd sends its banner at once; gvproxy with no guest sshd behind it sends nothing
 
 
 def config_dir() -> Path:
@@ -207,7 +208,10 @@ def add_console(pm: PodmanMachine) -> bool:
         atomic_write(backup, original, mode=pm.path.stat().st_mode & 0o777)
     sock, log = pm.console_paths()
     pm.data["CmdLine"] = [*pm.cmdline, *console_args(sock, log)]
-    atomic_write(pm.path, dumps_like_podman(pm.data), mode=pm.path.stat().st_mode & 0o777)
+    text = dumps_like_podman(pm.data)
+    if original.endswith(b"\n"):
+        text += b"\n"
+    atomic_write(pm.path, text, mode=pm.path.stat().st_mode & 0o777)
     return True
 
 
@@ -266,8 +270,9 @@ class Check:
     fix: str = ""
 
 
-def _ssh_banner(port: int, timeout: float = 3.0) -> tuple[str, str]:
+def _ssh_banner(port: int, timeout: float | None = None) -> tuple[str, str]:
     """('refused'|'silent'|'ssh', text): gvproxy accepts connections even when the guest's sshd is down."""
+    timeout = BANNER_TIMEOUT if timeout is None else timeout
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     except OSError as exc:

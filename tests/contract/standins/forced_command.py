@@ -25,6 +25,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from fpvm.guest.rootfs import RootFS
@@ -93,7 +94,7 @@ def run_one(cfg: dict[str, Any], argv: list[str]) -> int:
 
 
 def main() -> int:
-    cfg: dict[str, Any] = json.load(open(sys.argv[1], encoding="utf-8"))
+    cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     line = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     with open(cfg["ssh_log"], "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"user": getpass.getuser(), "command": line}) + "\n")

@@ -11,6 +11,7 @@ Standard library only. Usage: ``python3 gvproxy.py HARNESS_JSON GVPROXY_ARGS...`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -32,10 +34,8 @@ def pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def forward(client: socket.socket, port: int) -> None:
@@ -50,7 +50,7 @@ def forward(client: socket.socket, port: int) -> None:
 
 
 def main() -> int:
-    cfg: dict[str, Any] = json.load(open(sys.argv[1], encoding="utf-8"))
+    cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     argv = sys.argv[2:]
     opts = {argv[i]: argv[i + 1] for i in range(0, len(argv) - 1, 2) if argv[i].startswith("-")}
     with open(cfg["log"], "a", encoding="utf-8") as fh:
@@ -58,14 +58,15 @@ def main() -> int:
     with open(cfg["gvproxy_args"], "w", encoding="utf-8") as fh:
         json.dump(argv, fh)
     os.makedirs(cfg["pids"], exist_ok=True)
-    with open(os.path.join(cfg["pids"], "gvproxy-%d" % os.getpid()), "w", encoding="utf-8") as fh:
+    with open(os.path.join(cfg["pids"], f"gvproxy-{os.getpid()}"), "w", encoding="utf-8") as fh:
         fh.write(f"{os.getpid()}\n")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if "-pid-file" in opts:
+        # as gvproxy writes it: no newline (podman 4.3.1 parses it with strconv.Atoi, untrimmed)
         with open(opts["-pid-file"], "w", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()}\n")
+            fh.write(str(os.getpid()))
     qemu_path = opts["-listen-qemu"].removeprefix("unix://")
     if os.path.exists(qemu_path):
         os.unlink(qemu_path)

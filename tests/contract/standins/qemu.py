@@ -21,9 +21,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-GREETING = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
+GREETING = {
+    "QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}
+}
 
 
 class Log:
@@ -138,19 +141,31 @@ def serve_qmp(conn: socket.socket, stop: threading.Event, log: Log) -> None:
                 elif cmd in ("qmp_capabilities", "system_powerdown", "quit", "stop", "cont"):
                     send({"return": {}})
                     if cmd in ("system_powerdown", "quit"):
-                        send({"event": "POWERDOWN", "timestamp": {"seconds": int(time.time()), "microseconds": 0}})
+                        send(
+                            {
+                                "event": "POWERDOWN",
+                                "timestamp": {"seconds": int(time.time()), "microseconds": 0},
+                            }
+                        )
                         stop.set()
                 else:
-                    send({"error": {"class": "CommandNotFound", "desc": f"The command {cmd} has not been found"}})
+                    send(
+                        {
+                            "error": {
+                                "class": "CommandNotFound",
+                                "desc": f"The command {cmd} has not been found",
+                            }
+                        }
+                    )
 
 
 def main() -> int:
-    cfg: dict[str, Any] = json.load(open(sys.argv[1], encoding="utf-8"))
+    cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     log = Log(cfg["log"])
     args = parse_args(sys.argv[2:])
     log("argv: " + json.dumps(sys.argv[2:]))
     os.makedirs(cfg["pids"], exist_ok=True)
-    with open(os.path.join(cfg["pids"], "qemu-%d" % os.getpid()), "w", encoding="utf-8") as fh:
+    with open(os.path.join(cfg["pids"], f"qemu-{os.getpid()}"), "w", encoding="utf-8") as fh:
         fh.write(f"{os.getpid()}\n")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -193,11 +208,13 @@ def main() -> int:
     for target in (boot, ready_port, qmp_accept):
         threading.Thread(target=target, daemon=True).start()
     stop.wait()
+    # A guest takes a moment to shut down after the ACPI power button; podman reads our pid file
+    # meanwhile and then waits for the pid to go away (the pid file is left, as after a crash).
     log("powering off")
-    for path in (args["qmp"], args["ready"], args.get("pidfile") or ""):
+    time.sleep(1.0)
+    for path in (args["qmp"], args["ready"]):
         if path and os.path.exists(path):
             os.unlink(path)
-    time.sleep(0.2)  # let the last QMP reply reach podman
     return 0 if ok and ok[0] else 1
 
 

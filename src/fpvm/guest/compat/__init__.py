@@ -18,9 +18,7 @@ import sys
 from collections.abc import Callable
 
 from fpvm.guest.compat.base import Shim
-
-LAUNCHER_DIR = "/usr/local/libexec/fpvm/linux-compat"
-FPVM = "/usr/local/bin/fpvm"
+from fpvm.guest.compat.launchers import FPVM, LAUNCHER_DIR, launchers
 
 # command name -> module under fpvm.guest.compat with ``run(shim, args) -> int``
 COMMANDS: dict[str, str] = {
@@ -33,21 +31,6 @@ COMMANDS: dict[str, str] = {
 USAGE = "usage: fpvm guest shim [--record FILE] [--root DIR] NAME [ARGS...]; NAME is one of: " + ", ".join(
     sorted(COMMANDS)
 )
-
-
-def launchers(fpvm: str = FPVM) -> dict[str, str]:
-    """The text of each launcher script for ``LAUNCHER_DIR/<name>`` (mode 0755 in the image).
-
-    ``fpvm`` is the agent's command path in the image; tests pass another to run the same text.
-    """
-    out: dict[str, str] = {}
-    for name in sorted(COMMANDS):
-        out[name] = (
-            "#!/bin/sh\n"
-            f"# fpvm linux-compat: podman runs `{name}` in its guest; do it the FreeBSD way.\n"
-            f'exec {fpvm} guest shim {name} "$@"\n'
-        )
-    return out
 
 
 def main(argv: list[str]) -> int:
@@ -88,4 +71,4 @@ def main(argv: list[str]) -> int:
         shim.flush()
 
 
-__all__ = ["COMMANDS", "LAUNCHER_DIR", "launchers", "main"]
+__all__ = ["COMMANDS", "FPVM", "LAUNCHER_DIR", "launchers", "main"]

@@ -1,8 +1,11 @@
-"""Fixtures for the host launcher tests: an isolated home, a stand-in disk image, the stand-in QEMU, sshd."""
+"""Fixtures of the host launcher tests, loaded with ``pytest_plugins = ["machine_support"]``.
+
+Not a conftest.py: other areas import the root conftest as ``conftest``, which a second conftest module
+could shadow. Fixture names start with ``machine_`` (or say what they are) to stay clear of others'.
+"""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -13,39 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from fpvm.machine import cli
-
-HERE = Path(__file__).resolve().parent
-FAKE_QEMU = HERE / "fake_qemu.py"
-
-
-def fpvm(*argv: str) -> int:
-    """Run ``fpvm ARGV`` through this area's own parser (the same register() the fpvm command uses)."""
-    parser = argparse.ArgumentParser(prog="fpvm")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(list(argv))
-    return int(args.func(args))
-
-
-def make_disk(path: Path, size: int = 4 << 20) -> Path:
-    """A stand-in raw disk: a protective MBR signature and a GPT header, the rest zeros."""
-    head = bytearray(1024)
-    head[446 + 4] = 0xEE  # protective MBR partition type
-    head[510:512] = b"\x55\xaa"
-    head[512:520] = b"EFI PART"
-    with path.open("wb") as fh:
-        fh.write(head)
-        fh.truncate(size)
-    return path
+from machine_helpers import FAKE_QEMU, make_disk
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Everything fpvm and podman write goes under tmp_path; sockets under a short /tmp dir."""
-    home = tmp_path / "home"
+def machine_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Everything fpvm and podman write goes under one short /tmp dir (unix socket paths are short)."""
+    base = Path(tempfile.mkdtemp(prefix="fpvmt", dir="/tmp"))
+    home = base / "h"
     home.mkdir()
-    run = Path(tempfile.mkdtemp(prefix="fpvmt", dir="/tmp"))
+    run = base / "r"
+    run.mkdir(mode=0o700)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
@@ -58,11 +39,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("FPVM_QEMU", raising=False)
     monkeypatch.delenv("FPVM_FIRMWARE", raising=False)
     yield tmp_path
-    shutil.rmtree(run, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Path:
+def machine_disk(tmp_path: Path) -> Path:
     return make_disk(tmp_path / "freebsd.raw")
 
 
@@ -76,7 +57,7 @@ def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def sshd_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def machine_sshd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An sshd config the stand-in QEMU uses on the forwarded port; keys go in ``authorized_keys``."""
     d = tmp_path / "sshd"
     d.mkdir()
@@ -95,10 +76,10 @@ def sshd_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def reap() -> Iterator[list[int]]:
-    """Pids a test started indirectly; killed at the end whatever happened."""
+def vm_reaper() -> Iterator[list[int]]:
+    """VM pids a test started indirectly; their process groups (with the stand-in's sshd) die at the end."""
     pids: list[int] = []
     yield pids
     for pid in pids:
         with contextlib.suppress(OSError):
-            os.kill(pid, 9)
+            os.killpg(pid, 9)

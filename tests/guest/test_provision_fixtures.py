@@ -1,0 +1,241 @@
+"""Every podman Ignition config provisions a staged FreeBSD root through the CLI contract.
+
+Expectations are derived here from the fixture JSON by hand (not through the agent's own mapping
+table), so a wrong table entry fails a test. Real peers: Debian's ``visudo -cf`` for the sudoers
+file and ``ssh-keygen -l`` for the authorized_keys of the real capture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PODMAN_CAPTURE, podman_ignition_configs
+from guestcore_staging import make_root, recorded, run_fpvm, snapshot
+from pw_synopsis import check_pw_argv
+
+CONFIGS = podman_ignition_configs()
+IS_ROOT = os.geteuid() == 0
+
+
+def _decode(source: str) -> bytes:
+    assert source.startswith("data:,")
+    return urllib.parse.unquote_to_bytes(source[len("data:,") :])
+
+
+def _files(cfg: dict[str, Any]) -> dict[str, bytes]:
+    out = {}
+    for f in cfg.get("storage", {}).get("files", []):
+        out[f["path"]] = _decode(f["contents"].get("source", "data:,"))
+    return out
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.lstat().st_mode)
+
+
+@pytest.fixture(scope="module", params=CONFIGS, ids=[p.name for p in CONFIGS])
+def provisioned(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    config_path: Path = request.param
+    base = tmp_path_factory.mktemp(config_path.stem)
+    root = make_root(base)
+    rec = base / "record.jsonl"
+    first = run_fpvm(
+        "guest",
+        "provision",
+        "--root",
+        str(root),
+        "--config",
+        str(config_path),
+        "--record",
+        str(rec),
+        "--no-ready",
+    )
+    cfg = json.loads(config_path.read_bytes())
+    return {"root": root, "rec": rec, "result": first, "cfg": cfg, "config_path": config_path, "base": base}
+
+
+def test_exit_status_and_summary(provisioned: dict[str, Any]) -> None:
+    res = provisioned["result"]
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "fpvm: provisioned" in res.stdout
+    assert "0 failed" in res.stdout
+
+
+def test_users_and_recorded_pw(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    cfg = provisioned["cfg"]
+    core = next(u for u in cfg["passwd"]["users"] if u["name"] == "core")
+    cmds = recorded(provisioned["rec"])
+    pw_cmds = [c for c in cmds if c[0] == "pw"]
+    for argv in pw_cmds:
+        check_pw_argv(argv, str(root))
+    useradds = [c for c in pw_cmds if c[3] == "useradd"]
+    assert len(useradds) == 1
+    opts = check_pw_argv(useradds[0], str(root))
+    assert opts["-n"] == "core"
+    assert opts["-u"] == str(core["uid"])
+    assert opts["-d"] == "/home/core"
+    assert opts["-m"] is True and opts["-M"] == "0755"
+    assert opts["-s"] == "/bin/sh"
+    assert opts["-w"] == "no"  # no password login, but not locked
+    # The staged account, as pw would have written it (master.passwd fields, passwd(5) on FreeBSD).
+    master = (root / "etc/master.passwd").read_text().splitlines()
+    line = next(m for m in master if m.startswith("core:"))
+    uid = core["uid"]
+    assert line == f"core:*:{uid}:{uid}::0:0::/home/core:/bin/sh"
+    assert not line.split(":")[1].startswith(("!", "*LOCKED*"))
+    assert f"core:*:{uid}:{uid}::/home/core:/bin/sh" in (root / "etc/passwd").read_text().splitlines()
+    assert f"core:*:{uid}:" in (root / "etc/group").read_text()
+    assert _mode(root / "etc/master.passwd") == 0o600
+    # root keeps its entry untouched (first line of FreeBSD's master.passwd)
+    assert master[0] == "root::0:0::0:0:Charlie &:/root:/bin/sh"
+    # The home directory pw -m would have created: /home -> usr/home, owned by the user.
+    home = root / "usr/home/core"
+    assert home.is_dir() and _mode(home) == 0o755
+    if IS_ROOT:
+        assert (home.stat().st_uid, home.stat().st_gid) == (uid, uid)
+
+
+def test_authorized_keys(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    cfg = provisioned["cfg"]
+    for user in cfg["passwd"]["users"]:
+        home = root / ("root" if user["name"] == "root" else "usr/home/" + user["name"])
+        ak = home / ".ssh/authorized_keys"
+        assert ak.read_bytes() == "".join(k + "\n" for k in user["sshAuthorizedKeys"]).encode()
+        assert _mode(ak) == 0o600
+        assert _mode(home / ".ssh") == 0o700
+        if IS_ROOT:
+            want = 0 if user["name"] == "root" else user["uid"]
+            assert ak.stat().st_uid == want and (home / ".ssh").stat().st_uid == want
+    if provisioned["config_path"].parent == PODMAN_CAPTURE and shutil.which("ssh-keygen"):
+        ak = root / "usr/home/core/.ssh/authorized_keys"
+        out = subprocess.run(["ssh-keygen", "-l", "-f", str(ak)], capture_output=True, text=True, check=False)
+        assert out.returncode == 0 and "ED25519" in out.stdout, out.stderr
+
+
+def test_sudoers_passes_visudo(provisioned: dict[str, Any]) -> None:
+    path = provisioned["root"] / "usr/local/etc/sudoers.d/fpvm-podman"
+    text = path.read_text()
+    assert "core ALL=(ALL:ALL) NOPASSWD: ALL\n" in text
+    assert "root" not in text.split("\n", 1)[1]
+    assert _mode(path) == 0o440
+    visudo = shutil.which("visudo") or "/usr/sbin/visudo"
+    res = subprocess.run([visudo, "-cf", str(path)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_files_mapped_to_freebsd(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    files = _files(provisioned["cfg"])
+    for path, data in files.items():
+        if path.startswith("/etc/containers/"):
+            mapped = root / ("usr/local/etc/containers/" + path[len("/etc/containers/") :])
+            assert mapped.read_bytes() == data, path
+            if path == "/etc/containers/podman-machine":
+                # the marker stays at the Linux path too: FreeBSD's podman reads exactly that
+                assert (root / "etc/containers/podman-machine").read_bytes() == data
+            else:
+                assert not (root / path.lstrip("/")).exists(), path
+        elif path == "/etc/podman-machine":
+            assert (root / "etc/podman-machine").read_bytes() == data
+        elif path.startswith(
+            ("/etc/systemd/", "/etc/tmpfiles.d/", "/var/lib/systemd/", "/etc/sysctl.d/")
+        ) or ("/.config/systemd/" in path or path.startswith("/etc/chrony")):
+            assert not (root / path.lstrip("/")).exists(), f"Linux-only {path} was written"
+        elif path.startswith("/home/"):
+            assert (root / "usr/home" / path[len("/home/") :]).read_bytes() == data
+        else:
+            assert (root / path.lstrip("/")).read_bytes() == data, path
+    if "/etc/containers/containers.conf" in files:
+        conf = root / "usr/local/etc/containers/containers.conf"
+        assert conf.read_bytes() == b"[engine]\nmachine_enabled=true\n"
+        assert _mode(conf) == 0o644
+    user_conf = root / "usr/home/core/.config/containers/containers.conf"
+    assert user_conf.read_bytes() == files["/home/core/.config/containers/containers.conf"]
+    assert _mode(user_conf) == 0o744
+    assert _mode(root / "etc/subuid") == 0o744
+    for linux_only in ("etc/systemd", "etc/tmpfiles.d", "var/lib/systemd", "etc/environment.d"):
+        assert not (root / linux_only).exists()
+
+
+def test_directories_owned_by_user(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    cfg = provisioned["cfg"]
+    core_uid = next(u for u in cfg["passwd"]["users"] if u["name"] == "core")["uid"]
+    for d in ("usr/home/core/.config", "usr/home/core/.config/containers"):
+        assert (root / d).is_dir() and _mode(root / d) == 0o755
+        if IS_ROOT:
+            assert (root / d).stat().st_uid == core_uid
+    assert not (root / "usr/home/core/.config/systemd").exists()
+
+
+def test_links(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    links = {link["path"]: link["target"] for link in provisioned["cfg"]["storage"].get("links", [])}
+    assert os.readlink(root / "usr/local/bin/docker") == "/usr/local/bin/podman"
+    if "/etc/localtime" in links:
+        assert os.readlink(root / "etc/localtime") == links["/etc/localtime"]
+        zone = links["/etc/localtime"].split("zoneinfo/", 1)[1]
+        assert (root / "var/db/zoneinfo").read_text() == zone + "\n"
+    else:
+        assert not (root / "etc/localtime").exists()
+
+
+def test_rc_conf_d(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    text = (root / "etc/rc.conf.d/podman_service").read_text()
+    assert 'podman_service_enable="YES"\n' in text
+    res = subprocess.run(
+        [
+            "sh",
+            "-c",
+            '. "$1"; printf %s "$podman_service_enable"',
+            "sh",
+            str(root / "etc/rc.conf.d/podman_service"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert res.stdout == "YES"
+
+
+def test_state_report_and_log(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    state = json.loads((root / "var/db/fpvm/state.json").read_text())
+    assert len(state["config_sha256"]) == 64
+    report = json.loads((root / "var/db/fpvm/last-boot.json").read_text())
+    assert report["recorded"] is True
+    assert any(a["kind"] == "user" for a in report["actions"])
+    assert not any("error" in a for a in report["actions"])
+    assert "useradd" in (root / "var/log/fpvm.log").read_text()
+    assert _mode(root / "var/db/fpvm") == 0o700
+
+
+def test_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
+    root: Path = provisioned["root"]
+    rec: Path = provisioned["rec"]
+    before = snapshot(root)
+    n = len(recorded(rec))
+    again = run_fpvm(
+        "guest", "provision", "--root", str(root), "--config", str(provisioned["config_path"]),
+        "--record", str(rec), "--no-ready",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    changed = [line for line in again.stdout.splitlines() if line.startswith("  changed: ")]
+    # Only runtime steps may repeat: loading the 9p driver for host folders (kldload -n is a no-op
+    # when loaded) on configs with mount units. No file, no account.
+    assert [c for c in changed if "kldload -n virtio_p9fs" not in c] == []
+    assert snapshot(root) == before
+    new = recorded(rec)[n:]
+    assert [c for c in new if c[0] == "pw"] == []
+    assert all(c[0] in ("/sbin/kldload", "/sbin/sysctl", "/sbin/mount") for c in new), new

@@ -1,0 +1,66 @@
+"""`fpvm ignition show` and `fpvm guest plan`: views of the same plan, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
+from guestcore_staging import minimal, run_fpvm, write_config
+
+
+def test_show_readable_marks_each_item() -> None:
+    res = run_fpvm("ignition", "show", str(PODMAN_CAPTURE / "machine.ign"))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "core uid 1001: 1 key(s): ssh-ed25519 …user@host" in out
+    assert "[translate] /etc/containers/containers.conf  30 bytes" in out
+    assert "[ignore   ] /etc/tmpfiles.d/podman-docker.conf" in out
+    assert "[translate] /usr/local/bin/docker -> /usr/bin/podman" in out
+    assert "[translate] /etc/localtime -> /usr/share/zoneinfo/Europe/London" in out
+    assert "[ignore   ] docker.service (masked)" in out
+    assert "[translate] podman.socket (enabled)" in out
+
+
+def test_show_json_matches_the_config() -> None:
+    cfg_path = PODMAN_IGNITION / "v5.8.2-applehv-macvols.ign"
+    res = run_fpvm("ignition", "show", str(cfg_path), "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    cfg = json.loads(cfg_path.read_text())
+    assert [f["path"] for f in info["files"]] == [f["path"] for f in cfg["storage"]["files"]]
+    assert [u["name"] for u in info["units"]] == [u["name"] for u in cfg["systemd"]["units"]]
+    by_path = {f["path"]: f for f in info["files"]}
+    assert by_path["/etc/containers/podman-machine"]["size"] == "8 bytes"  # "applehv\n"
+    assert by_path["/var/lib/systemd/linger/core"]["disposition"] == "ignore"
+    units = {u["name"]: u for u in info["units"]}
+    assert units["Users.mount"]["disposition"] == "translate"
+    assert units["zincati.service"]["disposition"] == "ignore"
+    users = {u["name"]: u for u in info["users"] if "name" in u}
+    assert users["core"]["uid"] == 501 and len(users["root"]["keys"]) == 1
+
+
+def test_show_invalid_config(tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "bad.ign", minimal(passwd={"users": [{"name": "no good"}]}))
+    res = run_fpvm("ignition", "show", str(bad))
+    assert res.returncode == 1
+    assert "$.passwd.users[0].name" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_plan_json_lists_typed_actions() -> None:
+    res = run_fpvm("guest", "plan", "--config", str(PODMAN_CAPTURE / "machine.ign"), "--json")
+    assert res.returncode == 0, res.stderr
+    actions = json.loads(res.stdout)
+    kinds = {a["kind"] for a in actions}
+    assert {"user", "ssh-keys", "sudoers", "file", "directory", "link", "note", "rcconf"} <= kinds
+    user = next(a for a in actions if a["kind"] == "user" and a["name"] == "core")
+    assert user["uid"] == 1001 and user["disposition"] == "apply"
+    conf = next(a for a in actions if a.get("config_path") == "/etc/containers/containers.conf")
+    assert conf["path"] == "/usr/local/etc/containers/containers.conf" and conf["size"] == 30
+    assert all("disposition" in a for a in actions)
+
+
+def test_plan_readable() -> None:
+    res = run_fpvm("guest", "plan", "--config", str(PODMAN_CAPTURE / "machine.ign"))
+    assert res.returncode == 0
+    assert "[apply    ] user core, uid 1001  ($.passwd.users[0])" in res.stdout
