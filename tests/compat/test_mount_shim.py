@@ -220,3 +220,17 @@ def test_log_lines_go_to_the_roots_fpvm_log(root: Path, tmp_path: Path) -> None:
     record(root, tmp_path, "-t", "9p", "-o", "trans=virtio", "vol0", "/tmp")
     log = (root / "var/log/fpvm.log").read_text()
     assert "linux-compat mount: mounted vol0 at /tmp (asked: -t 9p)" in log
+
+
+def test_second_mount_of_a_tag_is_explained(root: Path) -> None:
+    # virtio_p9fs serves one mount per channel: a second mount of the same tag returns EBUSY
+    mount_argv = ("/sbin/mount", "-t", "p9fs", "vol0", "/home/user")
+    runner = AnsweringRunner(
+        answers={
+            mount_argv: Result(1, b"", b"mount: vol0: Device busy\n"),
+            tuple(SYSCTL_TAGS_ARGV): sysctl_tags("vol0"),
+        }
+    )
+    s, err = shim(root, runner)
+    assert run(s, ["-t", "9p", "-o", "trans=virtio", "vol0", "/home/user"]) == 1
+    assert "9p tag 'vol0' is already mounted elsewhere (one mount per tag)" in err.getvalue()

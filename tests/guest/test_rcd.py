@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,51 @@ def test_boot_with_invalid_config_applies_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "rec").exists()
     assert not (root / "var/db/fpvm/state.json").exists()
     assert "$.passwd.users[0].name" in (root / "var/log/fpvm.log").read_text()
+
+
+@pytest.mark.slow
+def test_boot_from_real_qemu_fwcfg(tmp_path: Path) -> None:
+    """QEMU 7.2 given the config and the proxy entry exactly as podman 4.x passes them
+    (``-fw_cfg name=opt/com.coreos/config,file=…``, ``-fw_cfg name=opt/com.coreos/environment,string=…``),
+    read through fpvm.fwcfg's QMP transport (the register protocol /dev/io uses in the guest)."""
+    from fpvm.fwcfg import open_device
+
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        pytest.fail("qemu-system-x86_64 is required")
+    config = PODMAN_IGNITION / "HEAD-qemu.ign"  # the smallest podman config: each byte is one HMP command
+    env = base64.b64encode(b'HTTPS_PROXY="http://proxy.example:8080"|').decode()
+    sock = tmp_path / "qmp.sock"
+    argv = [qemu, "-machine", "pc", "-accel", "tcg", "-S", "-nodefaults", "-display", "none"]
+    argv += ["-qmp", f"unix:{sock},server=on,wait=off"]
+    argv += ["-fw_cfg", f"name=opt/com.coreos/config,file={config}"]
+    argv += ["-fw_cfg", f"name=opt/com.coreos/environment,string={env}"]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(600):
+            if sock.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "QEMU exited"
+        root = staged(tmp_path)
+        status = rcd.boot(
+            str(root),
+            record=str(tmp_path / "rec"),
+            fwcfg_opener=lambda: open_device(str(sock)),
+            qemufwcfg_mount=None,
+            probe=quiet(),
+            echo=None,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert status == 0
+    log = (root / "var/log/fpvm.log").read_text()
+    assert f"config source fw_cfg opt/com.coreos/config: found ({config.stat().st_size} bytes)" in log
+    assert "config source fw_cfg opt/com.coreos/environment: found" in log
+    profile = (root / "usr/local/etc/profile.d/fpvm-proxy.sh").read_text()
+    assert "export HTTPS_PROXY='http://proxy.example:8080'\n" in profile
+    assert "export https_proxy='http://proxy.example:8080'\n" in profile
+    assert json.loads((root / "var/db/fpvm/state.json").read_text())["podman_users"] == [["core", 501]]

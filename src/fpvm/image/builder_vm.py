@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -270,6 +271,17 @@ def extract(output_disk: Path, size: int, sha256: str, dest: Path) -> None:
     os.replace(output_disk, dest)
 
 
+class QemuFailed(BuildError):
+    """QEMU itself failed (not the build in the guest); ``elapsed`` tells a start failure apart."""
+
+    def __init__(self, message: str, elapsed: float) -> None:
+        super().__init__(message)
+        self.elapsed = elapsed
+
+
+START_FAILURE_SECONDS = 20.0
+
+
 def _hint(argv: list[str]) -> str:
     machine = argv[argv.index("-machine") + 1] if "-machine" in argv else ""
     if "accel=kvm" in machine or "accel=hvf" in machine:
@@ -281,6 +293,7 @@ def run_vm(argv: list[str], serial_log: Path, deadline: int, status: bool = True
     """Run QEMU until it powers off; past ``deadline`` seconds stop it and show the serial tail."""
     serial_log.parent.mkdir(parents=True, exist_ok=True)
     err_path = serial_log.with_name(f".{serial_log.name}.qemu-stderr")
+    started = time.monotonic()
     try:
         returncode = _supervise(argv, serial_log, err_path, deadline, status, poll)
         stderr = err_path.read_text(errors="replace").strip()
@@ -288,8 +301,9 @@ def run_vm(argv: list[str], serial_log: Path, deadline: int, status: bool = True
         with contextlib.suppress(FileNotFoundError):
             err_path.unlink()
     if returncode != 0:
-        raise BuildError(
-            f"QEMU exited with status {returncode}: {stderr[-2000:] or 'no message'}{_hint(argv)}"
+        raise QemuFailed(
+            f"QEMU exited with status {returncode}: {stderr[-2000:] or 'no message'}{_hint(argv)}",
+            time.monotonic() - started,
         )
 
 
@@ -448,7 +462,17 @@ def plan_steps(
         )
 
     def boot() -> None:
-        run_vm(argv, serial_log, recipe.deadline, status=status)
+        try:
+            run_vm(argv, serial_log, recipe.deadline, status=status)
+        except QemuFailed as exc:
+            # KVM/HVF that QEMU cannot start with (nested virtualisation): with --accel auto, go on
+            # under TCG rather than fail; an explicit --accel is taken at its word.
+            if recipe.accel != "auto" or accel == "tcg" or exc.elapsed > START_FAILURE_SECONDS:
+                raise
+            first_line = str(exc).splitlines()[0]
+            sys.stderr.write(f"fpvm build: warning: {first_line}; retrying the builder VM under TCG (slow)\n")
+            tcg = qemu_argv(builder_arch, "tcg", recipe.memory, recipe.cpus, files, firmware)
+            run_vm(tcg, serial_log, recipe.deadline, status=status)
 
     def take() -> None:
         size, digest = parse_result(serial_log)
