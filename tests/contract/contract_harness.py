@@ -97,7 +97,7 @@ class Harness:
     python: str
     sshd_port: int = 0
     sshd: subprocess.Popen[bytes] | None = None
-    started: list[int] = field(default_factory=list)
+    results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
 
     # -- paths ------------------------------------------------------------------------------------
     @property

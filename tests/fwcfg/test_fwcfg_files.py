@@ -95,3 +95,11 @@ def test_open_device_without_any_device_says_what_it_tried(tmp_path: Path) -> No
     assert "qemu_fw_cfg module" in message
     assert "no qemufwcfg file system mounted" in message
     assert "use --qmp SOCKET" in message
+
+
+def test_cli_group_without_action_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from fpvm import cli
+
+    assert cli.main(["debug", "fwcfg"]) == 2
+    assert "usage: fpvm debug fwcfg [-h] [--qmp SOCKET] ACTION" in capsys.readouterr().err
+    assert cli.main(["debug"]) == 2

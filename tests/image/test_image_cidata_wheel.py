@@ -45,9 +45,11 @@ def test_user_data_is_a_sh_script_that_builds_and_reports(tmp_path: Path) -> Non
     script = tmp_path / "user-data"
     script.write_text(text)
     assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
-    assert "mount -t cd9660 /dev/iso9660/cidata /var/fpvm/cidata" in text
+    assert 'mount -t cd9660 /dev/iso9660/cidata "${src}" || src=/media/nuageinit' in text
+    assert 'env PYTHONPATH="${src}/fpvm-0.1.0-py3-none-any.whl" python3 -m fpvm build' in text
     assert "pkg install -y python3" in text
     assert "--method pkgbase --arch aarch64 --release 15.1-RELEASE" in text
+    assert text.count('--wheel "${src}/fpvm-0.1.0-py3-none-any.whl"') == 1
     assert "of=/dev/vtbd1" in text
     assert 'echo "FPVM-BUILD-OK size=${size} sha256=${sum}"' in text
     assert "shutdown -p now" in text

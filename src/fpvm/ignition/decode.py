@@ -97,6 +97,25 @@ def _quote(key: str) -> str:
     return json.dumps(key)
 
 
+# Which kind of reference a Resource is, by where it sits (3.0 had a type for each).
+_CONTEXTS: dict[tuple[type[Any], str], str] = {
+    (model.File, "contents"): "file",
+    (model.File, "append"): "file",
+    (model.TLS, "certificateAuthorities"): "ca",
+}
+# Go's named string types of list elements (for messages).
+_STRING_TYPES = {
+    "groups": "types.Group",
+    "sshAuthorizedKeys": "types.SSHAuthorizedKey",
+    "devices": "types.Device",
+    "noProxy": "types.NoProxyItem",
+    "mountOptions": "types.MountOption",
+    "openOptions": "types.OpenOption",
+    "shouldExist": "types.KernelArgument",
+    "shouldNotExist": "types.KernelArgument",
+}
+
+
 @dataclass
 class Decoder:
     """One decoding pass; ``present`` collects paths of objects that were given (non-null)."""
@@ -116,9 +135,22 @@ class Decoder:
         what = json_kind(value)
         if isinstance(value, Num | int) and not isinstance(value, bool) and gotype == "int":
             what = f"number {value}"
-        where = f"Go struct field {self.top}.{dotted}" if dotted else f"Go value of type {self.top}"
-        suffix = f" of type {gotype}" if dotted else ""
-        self.report.error(path, f"json: cannot unmarshal {what} into {where}{suffix}")
+        qualified = "util.versionStub" if self.top == "versionStub" else f"types.{self.top}"
+        if not dotted:
+            where = f"Go value of type {qualified}"
+        elif dotted.rpartition(".")[2].isdigit():  # a list element: Go names no struct field
+            where = f"{self.top}.{dotted} of type {gotype}"
+        else:
+            where = f"Go struct field {self.top}.{dotted} of type {gotype}"
+        self.report.error(path, f"json: cannot unmarshal {what} into {where}")
+
+    def go_type(self, cls: type[Any], ctx: str) -> str:
+        """Upstream's Go type name for ``cls`` in this version (for messages)."""
+        if cls is model.Resource and self.version < (3, 1):
+            return {"file": "types.FileContents", "ca": "types.CaReference"}.get(ctx, "types.ConfigReference")
+        if cls is model.ClevisCustom and self.version < (3, 3):
+            return "types.Custom"
+        return f"types.{cls.__name__}"
 
     def into(self, target: Any, value: Any, path: str, dotted: str, exact: bool, ctx: str = "") -> None:
         """Decode a JSON object ``value`` into the dataclass instance ``target`` in place."""
@@ -126,7 +158,7 @@ class Decoder:
             return
         cls = type(target)
         if not isinstance(value, Obj):
-            self.type_error(path, value, f"types.{cls.__name__}", dotted)
+            self.type_error(path, value, self.go_type(cls, ctx), dotted)
             return
         specs = [s for s in fields_of(cls) if self._known(cls, s, ctx)]
         seen: set[str] = set()
@@ -145,7 +177,7 @@ class Decoder:
                 continue
             sub_path = key_path(path, spec.key)
             sub_dotted = f"{dotted}.{spec.key}" if dotted else spec.key
-            sub_ctx = "file" if cls is model.File and spec.key in ("contents", "append") else ""
+            sub_ctx = _CONTEXTS.get((cls, spec.key), "")
             self.field(target, spec, item, sub_path, sub_dotted, exact and key_exact, sub_ctx)
 
     def field(
@@ -165,10 +197,11 @@ class Decoder:
                 setattr(target, spec.attr, [])
                 return
             if not isinstance(value, list) or isinstance(value, Obj):
-                name = f"types.{spec.item.__name__}" if spec.item else "string"
+                name = self.go_type(spec.item, ctx) if spec.item else _STRING_TYPES.get(spec.key, "string")
                 self.type_error(path, value, f"[]{name}", dotted)
                 return
-            setattr(target, spec.attr, self.items(spec.item, current, value, path, dotted, exact, ctx))
+            items = self.items(spec.item, current, value, path, dotted, exact, ctx, spec.key)
+            setattr(target, spec.attr, items)
         else:
             if value is None:
                 if spec.pointer:
@@ -187,6 +220,7 @@ class Decoder:
         dotted: str,
         exact: bool,
         ctx: str,
+        key: str,
     ) -> list[Any]:
         out: list[Any] = []
         for i, element in enumerate(value):
@@ -196,7 +230,7 @@ class Decoder:
                 if element is None:
                     out.append(base)
                     continue
-                decoded = self.scalar("str", element, p, d)
+                decoded = self.scalar("str", element, p, d, _STRING_TYPES.get(key, "string"))
                 out.append(base if decoded is None else decoded)
             else:
                 base = old[i] if i < len(old) else item()
@@ -204,11 +238,11 @@ class Decoder:
                 out.append(base)
         return out
 
-    def scalar(self, kind: str, value: Any, path: str, dotted: str) -> Any:
+    def scalar(self, kind: str, value: Any, path: str, dotted: str, gotype: str = "string") -> Any:
         if kind == "str":
             if isinstance(value, str) and not isinstance(value, Num):
                 return clean_str(value)
-            self.type_error(path, value, "string", dotted)
+            self.type_error(path, value, gotype, dotted)
         elif kind == "bool":
             if isinstance(value, bool):
                 return value

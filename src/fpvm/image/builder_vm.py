@@ -160,11 +160,10 @@ def user_data(recipe: Recipe, wheel_name: str) -> str:
         GUEST_OUT,
         "--work-dir",
         "/var/fpvm/work",
-        "--wheel",
-        f"/var/fpvm/cidata/{wheel_name}",
         "--pkg-mirror",
         recipe.pkg_mirror,
     ]
+    wheel_path = f'"${{src}}/{wheel_name}"'
     return f"""#!/bin/sh
 # fpvm builder: run once by nuageinit; the result goes to the second disk (vtbd1).
 exec >/dev/console 2>&1
@@ -172,9 +171,11 @@ fpvm_build()
 {{
 \techo "fpvm: building {recipe.output_name} inside the builder VM"
 \tmkdir -p /var/fpvm/cidata {GUEST_OUT}
-\tmount -t cd9660 /dev/iso9660/{cidata.VOLUME_ID} /var/fpvm/cidata
+\t# nuageinit may still hold the ISO at /media/nuageinit: use that copy then.
+\tsrc=/var/fpvm/cidata
+\tmount -t cd9660 /dev/iso9660/{cidata.VOLUME_ID} "${{src}}" || src=/media/nuageinit
 \tenv ASSUME_ALWAYS_YES=yes pkg install -y python3
-\tenv PYTHONPATH=/var/fpvm/cidata/{wheel_name} {shlex.join(build)}
+\tenv PYTHONPATH={wheel_path} {shlex.join(build)} --wheel {wheel_path}
 \tsize=$(stat -f %z {image})
 \tsum=$(sha256 -q {image})
 \tdd if={image} of=/dev/vtbd1 bs=1m
@@ -219,7 +220,10 @@ def guest_steps(recipe: Recipe, wheel_name: str) -> list[Step]:
     lines += [s.render().removeprefix("# fpvm: ") for s in steps]
     lines.append(f"dd if={GUEST_OUT}/{inner.image_name} of=/dev/vtbd1 bs=1m")
     lines.append("shutdown -p now")
-    return [plan.action("in the builder VM", lambda: None, f"in the builder VM: {line}") for line in lines]
+    return [
+        plan.action("in the builder VM", lambda: None, f"in the builder VM: {line}", quiet=True)
+        for line in lines
+    ]
 
 
 def meta_data(recipe: Recipe) -> str:

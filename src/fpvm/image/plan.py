@@ -32,6 +32,7 @@ class Step:
     action: Callable[[], None] | None = field(default=None, compare=False)
     describe: str = ""
     unless: tuple[str, ...] | None = None
+    quiet: bool = False  # shown in the plan, not announced while running (notes, guest-side steps)
 
     def render(self) -> str:
         """The dry-run line for this step."""
@@ -47,8 +48,8 @@ def command(title: str, *argv: str, unless: Sequence[str] | None = None) -> Step
     return Step(title, argv=tuple(argv), unless=tuple(unless) if unless is not None else None)
 
 
-def action(title: str, func: Callable[[], None], describe: str) -> Step:
-    return Step(title, action=func, describe=describe)
+def action(title: str, func: Callable[[], None], describe: str, quiet: bool = False) -> Step:
+    return Step(title, action=func, describe=describe, quiet=quiet)
 
 
 def supervised(title: str, argv: Sequence[str], func: Callable[[], None]) -> Step:
@@ -64,7 +65,8 @@ def print_plan(steps: Sequence[Step], out: TextIO = sys.stdout) -> None:
 def run_steps(steps: Sequence[Step], log: Callable[[str], None] = lambda _m: None) -> None:
     """Run steps in order; the first failure raises BuildError naming the step."""
     for step in steps:
-        log(step.title)
+        if not step.quiet:
+            log(step.title)
         if step.action is not None:
             step.action()
             continue
