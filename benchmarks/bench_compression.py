@@ -70,6 +70,32 @@ def make_image(path: Path, size: int, seed: int = 15) -> None:
                 written += len(block)
 
 
+def make_image_from_files(path: Path, size: int, source: Path, fill: float = 0.45) -> None:
+    """An image made like a file system: real files from ``source`` (executables, libraries, text,
+    already-compressed man pages), each padded to 4 KiB blocks, separated by runs of free (zero)
+    blocks; ``fill`` of the image holds file data. Closer to a FreeBSD image than synthetic data."""
+    rng = random.Random(15)
+    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink())
+    budget = int(size * fill)
+    with path.open("wb") as out:
+        used = 0
+        for file in files:
+            if used >= budget:
+                break
+            try:
+                data = file.read_bytes()
+            except OSError:
+                continue
+            data = data[: budget - used]
+            out.write(data)
+            pad = -len(data) % 4096
+            out.write(bytes(pad))
+            used += len(data) + pad
+            if rng.random() < 0.02:  # a free extent between files
+                out.write(bytes(rng.randint(1, 256) * 4096))
+        out.truncate(size)
+
+
 def _timed(func: Callable[..., None], *args: Path) -> float:
     start = time.perf_counter()
     func(*args)
@@ -115,13 +141,22 @@ def main() -> int:
     parser.add_argument("--zstd-levels", default="3,9,15,19")
     parser.add_argument("--xz-presets", default="6")
     parser.add_argument("--keep", type=Path, help="reuse/keep the generated image at this path")
+    parser.add_argument(
+        "--files",
+        type=Path,
+        metavar="DIR",
+        help="build the image from the real files under DIR (e.g. /usr) instead of synthetic data",
+    )
     args = parser.parse_args()
     size = args.size_mib << 20
     with tempfile.TemporaryDirectory(prefix="fpvm-bench-") as tmp:
         image = args.keep or Path(tmp) / "image.raw"
         if not (image.is_file() and image.stat().st_size == size):
             print(f"generating {args.size_mib} MiB image-like data ...", flush=True)
-            make_image(image, size)
+            if args.files:
+                make_image_from_files(image, size, args.files)
+            else:
+                make_image(image, size)
         codecs: list[tuple[str, tuple[Callable[[Path, Path], None], Callable[[Path], None]]]] = [
             (f"zstd -{lvl} -T0", zstd_codec(int(lvl))) for lvl in args.zstd_levels.split(",")
         ]

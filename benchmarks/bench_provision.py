@@ -13,6 +13,11 @@ staged root, commands recorded, no readiness step):
 
 The package is copied to a temporary directory and byte-compiled first, as it is in the image
 (the test environment sets PYTHONDONTWRITEBYTECODE, which would otherwise make every run recompile).
+
+Staged roots live on tmpfs (``--dir``, default /dev/shm) so that the figures are the agent's own
+work; ``fpvm.fsutil.atomic_write`` fsyncs each file and its directory (two fsyncs per file), which
+on a real disk adds the disk's fsync latency per file: the podman config is also timed on ``--disk-dir``
+(default: the system temporary directory) to show that part.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import compileall
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -64,10 +70,17 @@ def generated_config(n: int) -> bytes:
     return json.dumps(cfg).encode()
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each timed child, in order
+
+
 def timed(argv: list[str], env: dict[str, str]) -> float:
+    """Wall time of one run; its CPU time goes to CPU (less sensitive to a busy machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     res = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {res.stderr.decode(errors='replace')}")
     return took
@@ -75,11 +88,15 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def series(make_argv: object, runs: int, env: dict[str, str]) -> list[float]:
     assert callable(make_argv)
+    del CPU[:]
     return [timed(make_argv(i), env) for i in range(runs)]
 
 
 def show(label: str, times: list[float]) -> None:
-    print(f"{label:58} median {statistics.median(times) * 1000:7.1f} ms   best {min(times) * 1000:7.1f} ms")
+    med, best, cpu = statistics.median(times), min(times), statistics.median(CPU)
+    print(
+        f"{label:58} wall median {med * 1000:7.1f} ms  best {best * 1000:7.1f} ms  cpu {cpu * 1000:7.1f} ms"
+    )
 
 
 def main() -> int:
@@ -87,9 +104,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--python", default=sys.executable, help="interpreter to measure (default: this one)")
     ap.add_argument("--sizes", default="1000,2500,5000,10000", help="file counts of the generated configs")
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    ap.add_argument("--dir", default=shm, help="where staged roots live (default /dev/shm: tmpfs)")
+    ap.add_argument("--disk-dir", default=tempfile.gettempdir(), help="a disk-backed directory")
     args = ap.parse_args()
     py = args.python
-    with tempfile.TemporaryDirectory(prefix="fpvm-bench.") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="fpvm-bench.", dir=args.dir) as tmp,
+        tempfile.TemporaryDirectory(prefix="fpvm-bench.", dir=args.disk_dir) as disk_tmp,
+    ):
         work = Path(tmp)
         pkg = work / "lib"
         shutil.copytree(REPO / "src/fpvm", pkg / "fpvm")
@@ -101,6 +124,7 @@ def main() -> int:
 
         roots = [stage_root(work / f"r{i}") for i in range(args.runs * 2)]
         print(f"python: {py}   runs: {args.runs}   cpus: {os.cpu_count()}   config: {PODMAN_CONFIG.name}")
+        print(f"staged roots in {work}")
         bare = series(lambda i: [py, "-c", "pass"], args.runs, env)
         show("python3 -c pass", bare)
 
@@ -128,6 +152,11 @@ def main() -> int:
         show("python3 -m fpvm.guest provision (fresh root)", own)
         again = series(lambda i: provision(["-m", "fpvm.guest"], roots[i], f"{work}/rec{i}"), args.runs, env)
         show("python3 -m fpvm.guest provision (already provisioned)", again)
+        disk_roots = [stage_root(Path(disk_tmp) / f"r{i}") for i in range(args.runs)]
+        on_disk = series(
+            lambda i: provision(["-m", "fpvm.guest"], disk_roots[i], f"{disk_tmp}/rec{i}"), args.runs, env
+        )
+        show(f"python3 -m fpvm.guest provision (fresh root on {args.disk_dir})", on_disk)
         base = statistics.median(bare)
         own_ms = 1000 * (statistics.median(own) - base)
         full_ms = 1000 * (statistics.median(full) - base)
@@ -139,6 +168,7 @@ def main() -> int:
             cfg = work / f"gen{n}.ign"
             cfg.write_bytes(generated_config(n))
             times = []
+            del CPU[:]
             for k in range(3):
                 root = stage_root(work / f"g{n}-{k}")
                 argv = [py, "-m", "fpvm.guest", "provision", "--root", str(root), "--config", str(cfg)]
@@ -146,7 +176,9 @@ def main() -> int:
             med = statistics.median(times)
             points.append((n, med))
             per_file = (med - statistics.median(bare)) / n * 1e6
-            print(f"  {n:6d} files: {med * 1000:8.1f} ms   ({per_file:6.1f} us/file)")
+            cpu = statistics.median(CPU)
+            line = f"  {n:6d} files: wall {med * 1000:8.1f} ms ({per_file:6.1f} us/file)"
+            print(f"{line}  cpu {cpu * 1000:8.1f} ms")
         if len(points) >= 2:
             (n0, t0), (n1, t1) = points[0], points[-1]
             print(f"  slope {(t1 - t0) / (n1 - n0) * 1e6:.1f} us per extra file")

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PODMAN_CAPTURE, podman_ignition_configs
 from guestcore_staging import make_root, recorded, run_fpvm, snapshot
 from pw_synopsis import check_pw_argv
+
+from conftest import PODMAN_CAPTURE, podman_ignition_configs
 
 CONFIGS = podman_ignition_configs()
 IS_ROOT = os.geteuid() == 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 from guestcore_staging import minimal, run_fpvm, write_config
+
+from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 
 
 def test_show_readable_marks_each_item() -> None:

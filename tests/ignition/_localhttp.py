@@ -6,7 +6,9 @@ so tests can assert what upstream-compatible fetching actually sent.
 
 from __future__ import annotations
 
+import select
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -47,6 +49,19 @@ class LocalServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def do_CONNECT(self) -> None:
+                """A tunnelling proxy that sends every host to 127.0.0.1 (so test names need no DNS)."""
+                request = Request("CONNECT", self.path, {k.lower(): v for k, v in self.headers.items()})
+                with server._lock:
+                    server.requests.append(request)
+                port = int(self.path.rpartition(":")[2])
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as upstream:
+                    self.send_response(200, "Connection established")
+                    self.end_headers()
+                    self.wfile.flush()
+                    _pump(self.connection, upstream)
+                self.close_connection = True
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -101,6 +116,23 @@ class LocalServer:
         self._thread.join(5)
 
 
+def _pump(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until either side closes."""
+    peers = {a: b, b: a}
+    while True:
+        readable, _, _ = select.select(list(peers), [], [], 5)
+        if not readable:
+            return
+        for sock in readable:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            peers[sock].sendall(data)
+
+
 def serve(tls: ssl.SSLContext | None = None) -> Iterator[LocalServer]:
     server = LocalServer(tls)
     try:
@@ -117,7 +149,7 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     subprocess.run(
         [
             openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:tls.invalid",
             "-keyout", str(key), "-out", str(cert),
         ],
         check=True,

@@ -192,7 +192,7 @@ def test_fetch_failure_names_reference_and_chain(server: LocalServer) -> None:
 def test_data_url_sources_are_not_echoed_in_messages() -> None:
     secret = encode(raw(doc(ignition=merged("http://127.0.0.1:9/"), passwd={"users": [{"name": "s3cret"}]})))
     with pytest.raises(SourceError) as info:
-        run(doc(ignition=merged(secret)), options=replace(FAST, total_timeout=0.2))
+        run(doc(ignition=merged(secret)), options=replace(FAST, deadline=0.3))
     assert "s3cret" not in str(info.value) and "data URL (sha512 " in str(info.value)
 
 
@@ -213,3 +213,45 @@ def test_custom_fetcher_and_parser() -> None:
     out = run(doc(ignition=merged("http://x/one", "http://x/two")), fetcher=fetcher)
     assert seen == ["http://x/one", "http://x/two"]
     assert [u.name for u in out.passwd.users] == ["one", "two"]
+
+
+def test_timeouts_of_the_config_govern_its_references(server: LocalServer) -> None:
+    server.routes["/down.ign"] = lambda r: Reply(503, b"")
+    ref = merged(server.url("/down.ign"))
+    with pytest.raises(SourceError, match="unable to fetch resource in time"):
+        run(doc(ignition={**ref, "timeouts": {"httpTotal": 1}}), options=replace(FAST, total_timeout=0.0))
+
+
+def test_timeouts_of_a_merged_config_apply_before_it_is_rendered(server: LocalServer) -> None:
+    server.routes["/down.ign"] = lambda r: Reply(500, b"")
+    child = encode(raw(doc(ignition={**merged(server.url("/down.ign")), "timeouts": {"httpTotal": 1}})))
+    with pytest.raises(SourceError, match="unable to fetch resource in time"):
+        run(doc(ignition=merged(child)), options=replace(FAST, total_timeout=0.0))
+
+
+def test_certificate_authorities_of_the_config_are_trusted(tmp_path: Any) -> None:
+    import ssl
+
+    from _localhttp import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    for tls in serve(context):
+        target = host(tls, "/tls.ign", doc(passwd=users("over-tls")))
+        ca = {"certificateAuthorities": [{"source": encode(cert.read_bytes())}]}
+        out = run(doc(ignition={**merged(target), "security": {"tls": ca}}))
+        assert [u.name for u in out.passwd.users] == ["over-tls"]
+
+
+def test_certificate_authorities_are_fetched_once(server: LocalServer, tmp_path: Any) -> None:
+    from _localhttp import self_signed_cert
+
+    cert, _key = self_signed_cert(tmp_path)
+    pem = cert.read_bytes()
+    server.routes["/ca.pem"] = lambda r: Reply(200, pem)
+    ca = {"certificateAuthorities": [{"source": server.url("/ca.pem")}]}
+    children = [encode(raw(doc(passwd=users(n)))) for n in ("one", "two", "three")]
+    out = run(doc(ignition={**merged(*children), "security": {"tls": ca}}))
+    assert [u.name for u in out.passwd.users] == ["one", "two", "three"]
+    assert len(server.hits("/ca.pem")) == 1

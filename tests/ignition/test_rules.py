@@ -46,8 +46,20 @@ Case = tuple[str, list[str], dict[str, Any], list[tuple[str, str]], list[tuple[s
 CASES: list[Case] = [
     ("minimal config", ALL, {}, [], []),
     ("absolute path", ALL, {"storage": files({"path": "/etc/a"})}, [], []),
-    ("relative path", ALL, {"storage": files({"path": "etc/a"})}, [("$.storage.files[0].path", "path not absolute")], []),
-    ("empty path", ALL, {"storage": files({"path": ""})}, [("$.storage.files[0].path", "path not specified")], []),
+    (
+        "relative path",
+        ALL,
+        {"storage": files({"path": "etc/a"})},
+        [("$.storage.files[0].path", "path not absolute")],
+        [],
+    ),
+    (
+        "empty path",
+        ALL,
+        {"storage": files({"path": ""})},
+        [("$.storage.files[0].path", "path not specified")],
+        [],
+    ),
     (
         "unclean path",
         ALL,
@@ -62,7 +74,13 @@ CASES: list[Case] = [
         [("$.storage.links[0].path", "path is not fully simplified")],
         [],
     ),
-    ("mode 07777", ["3.6.0", "3.7.0-experimental"], {"storage": files({"path": "/a", "mode": 0o7777})}, [], []),
+    (
+        "mode 07777",
+        ["3.6.0", "3.7.0-experimental"],
+        {"storage": files({"path": "/a", "mode": 0o7777})},
+        [],
+        [],
+    ),
     (
         "special bits warn before 3.6",
         before("3.6.0"),
@@ -138,7 +156,10 @@ CASES: list[Case] = [
     (
         "a unit without contents does not collide",
         ALL,
-        {"systemd": {"units": [{"name": "a.service"}]}, "storage": files({"path": "/etc/systemd/system/a.service"})},
+        {
+            "systemd": {"units": [{"name": "a.service"}]},
+            "storage": files({"path": "/etc/systemd/system/a.service"}),
+        },
         [],
         [],
     ),
@@ -146,7 +167,9 @@ CASES: list[Case] = [
         "dropin path collides",
         ALL,
         {
-            "systemd": {"units": [{"name": "a.service", "dropins": [{"name": "x.conf", "contents": "[Unit]\n"}]}]},
+            "systemd": {
+                "units": [{"name": "a.service", "dropins": [{"name": "x.conf", "contents": "[Unit]\n"}]}]
+            },
             "storage": {"directories": [{"path": "/etc/systemd/system/a.service.d/x.conf"}]},
         },
         [("$.storage.directories[0].path", "path conflicts with systemd unit or dropin")],
@@ -164,7 +187,12 @@ CASES: list[Case] = [
         ALL,
         {"systemd": {"units": [{"name": "a.service", "enabled": True, "contents": "[Unit]\nA=b\n"}]}},
         [],
-        [("$.systemd.units[0].contents", 'unit "a.service" is enabled, but has no install section so enable does nothing')],
+        [
+            (
+                "$.systemd.units[0].contents",
+                'unit "a.service" is enabled, but has no install section so enable does nothing',
+            )
+        ],
     ),
     (
         "overwrite without source",
@@ -173,7 +201,13 @@ CASES: list[Case] = [
         [("$.storage.files[0].overwrite", "overwrite must be false if source is unspecified")],
         [],
     ),
-    ("overwrite with source", ALL, {"storage": files({"path": "/a", "overwrite": True, "contents": {"source": ""}})}, [], []),
+    (
+        "overwrite with source",
+        ALL,
+        {"storage": files({"path": "/a", "overwrite": True, "contents": {"source": ""}})},
+        [],
+        [],
+    ),
     (
         "user id and name",
         ALL,
@@ -181,7 +215,13 @@ CASES: list[Case] = [
         [("$.storage.files[0].user", "cannot set both id and name")],
         [],
     ),
-    ("user id with empty name", ALL, {"storage": files({"path": "/a", "group": {"id": 0, "name": ""}})}, [], []),
+    (
+        "user id with empty name",
+        ALL,
+        {"storage": files({"path": "/a", "group": {"id": 0, "name": ""}})},
+        [],
+        [],
+    ),
     (
         "sha512",
         ALL,
@@ -192,7 +232,11 @@ CASES: list[Case] = [
     (
         "sha512 of the wrong length",
         ALL,
-        {"storage": files({"path": "/a", "contents": {"source": "data:,x", "verification": {"hash": H512[:-2]}}})},
+        {
+            "storage": files(
+                {"path": "/a", "contents": {"source": "data:,x", "verification": {"hash": H512[:-2]}}}
+            )
+        },
         [("$.storage.files[0].contents.verification.hash", "incorrect size for hash sum")],
         [],
     ),
@@ -213,7 +257,11 @@ CASES: list[Case] = [
     (
         "malformed hash",
         ALL,
-        {"storage": files({"path": "/a", "contents": {"source": "data:,x", "verification": {"hash": "sha512"}}})},
+        {
+            "storage": files(
+                {"path": "/a", "contents": {"source": "data:,x", "verification": {"hash": "sha512"}}}
+            )
+        },
         [("$.storage.files[0].contents.verification.hash", "malformed hash specifier")],
         [],
     ),
@@ -221,11 +269,28 @@ CASES: list[Case] = [
         "hash without source",
         ALL,
         {"storage": files({"path": "/a", "contents": {"verification": {"hash": H512}}})},
-        [("$.storage.files[0].contents.verification.hash", "source must be specified if verification is specified")],
+        [
+            (
+                "$.storage.files[0].contents.verification.hash",
+                "source must be specified if verification is specified",
+            )
+        ],
         [],
     ),
-    ("tftp and s3 in 3.0", ALL, {"storage": files({"path": "/a", "contents": {"source": "s3://b/k"}})}, [], []),
-    ("gs from 3.2", since("3.2.0"), {"storage": files({"path": "/a", "contents": {"source": "gs://b/k"}})}, [], []),
+    (
+        "tftp and s3 in 3.0",
+        ALL,
+        {"storage": files({"path": "/a", "contents": {"source": "s3://b/k"}})},
+        [],
+        [],
+    ),
+    (
+        "gs from 3.2",
+        since("3.2.0"),
+        {"storage": files({"path": "/a", "contents": {"source": "gs://b/k"}})},
+        [],
+        [],
+    ),
     (
         "gs before 3.2",
         before("3.2.0"),
@@ -254,7 +319,13 @@ CASES: list[Case] = [
         [("$.storage.files[0].contents.source", "invalid url scheme")],
         [],
     ),
-    ("gzip", ALL, {"storage": files({"path": "/a", "contents": {"source": "data:,x", "compression": "gzip"}})}, [], []),
+    (
+        "gzip",
+        ALL,
+        {"storage": files({"path": "/a", "contents": {"source": "data:,x", "compression": "gzip"}})},
+        [],
+        [],
+    ),
     (
         "only gzip",
         ALL,
@@ -280,7 +351,14 @@ CASES: list[Case] = [
     (
         "http headers need http(s)",
         since("3.1.0"),
-        {"storage": files({"path": "/a", "contents": {"source": "data:,x", "httpHeaders": [{"name": "a", "value": "b"}]}})},
+        {
+            "storage": files(
+                {
+                    "path": "/a",
+                    "contents": {"source": "data:,x", "httpHeaders": [{"name": "a", "value": "b"}]},
+                }
+            )
+        },
         [("$.storage.files[0].contents.httpHeaders", "cannot use HTTP headers with this source scheme")],
         [],
     ),
@@ -309,7 +387,12 @@ CASES: list[Case] = [
     (
         "hard link to a directory",
         ALL,
-        {"storage": {"links": [{"path": "/a", "target": "/d", "hard": True}], "directories": [{"path": "/d"}]}},
+        {
+            "storage": {
+                "links": [{"path": "/a", "target": "/d", "hard": True}],
+                "directories": [{"path": "/d"}],
+            }
+        },
         [("$.storage.links[0]", "hard link target is a directory")],
         [],
     ),
@@ -420,7 +503,12 @@ CASES: list[Case] = [
         "ext4 label length",
         ALL,
         {"storage": {"filesystems": [{"device": "/dev/a", "format": "ext4", "label": "x" * 17}]}},
-        [("$.storage.filesystems[0].label", "filesystem labels cannot be longer than 16 characters when using ext4")],
+        [
+            (
+                "$.storage.filesystems[0].label",
+                "filesystem labels cannot be longer than 16 characters when using ext4",
+            )
+        ],
         [],
     ),
     (
@@ -440,14 +528,26 @@ CASES: list[Case] = [
     (
         "custom clevis pin is checked from 3.2 to 3.5",
         ["3.2.0", "3.3.0", "3.4.0", "3.5.0"],
-        {"storage": {"luks": [{"name": "l", "device": "/dev/a", "clevis": {"custom": {"pin": "x", "config": "{}"}}}]}},
+        {
+            "storage": {
+                "luks": [
+                    {"name": "l", "device": "/dev/a", "clevis": {"custom": {"pin": "x", "config": "{}"}}}
+                ]
+            }
+        },
         [("$.storage.luks[0].clevis.custom.pin", "unsupported clevis pin")],
         [],
     ),
     (
         "any custom clevis pin from 3.6",
         ["3.6.0", "3.7.0-experimental"],
-        {"storage": {"luks": [{"name": "l", "device": "/dev/a", "clevis": {"custom": {"pin": "x", "config": "{}"}}}]}},
+        {
+            "storage": {
+                "luks": [
+                    {"name": "l", "device": "/dev/a", "clevis": {"custom": {"pin": "x", "config": "{}"}}}
+                ]
+            }
+        },
         [],
         [],
     ),
@@ -461,7 +561,13 @@ CASES: list[Case] = [
     (
         "cex with clevis from 3.5",
         since("3.5.0"),
-        {"storage": {"luks": [{"name": "l", "device": "/dev/a", "cex": {"enabled": True}, "clevis": {"tpm2": True}}]}},
+        {
+            "storage": {
+                "luks": [
+                    {"name": "l", "device": "/dev/a", "cex": {"enabled": True}, "clevis": {"tpm2": True}}
+                ]
+            }
+        },
         [("$.storage.luks[0].cex", "cannot use cex with clevis")],
         [],
     ),

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fpvm.ignition import model
 from fpvm.ignition.dataurl import encode
+from fpvm.ignition.http import FetchOptions
 from fpvm.ignition.sources import decompress, fetch, fetch_url
 from fpvm.ignition.srcerrors import SourceError
 
@@ -130,3 +134,21 @@ def test_header_rules_apply_to_every_scheme() -> None:
 
 def test_encode_is_what_podman_writes() -> None:
     assert encode(b"a b\n") == "data:,a%20b%0A"
+
+
+_PIECES = st.sampled_from(
+    ["data:", "http://127.0.0.1:1/", "https://127.0.0.1:1/", "tftp://", "s3://", "x:", ",", ";", "base64",
+     "%", "%4", "=", "#", "?", " ", "é", "\n", "[", "]", "@", ":", "/", "a", "YQ==", "-", "sha512", "0"]
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(_PIECES, max_size=8).map("".join),
+    st.sampled_from([None, "", "gzip", "zip"]),
+    st.one_of(st.none(), st.lists(_PIECES, max_size=3).map("".join)),
+)
+def test_only_source_errors_escape(url: str, compression: str | None, verification: str | None) -> None:
+    options = FetchOptions(total_timeout=0.05, initial_backoff=0.01)
+    with contextlib.suppress(SourceError):  # any other exception fails the test
+        fetch_url(url, compression=compression, verification=verification, options=options)

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from fpvm.image import builder_vm, cidata, recipe, wheel
+from fpvm.image import builder_vm, cidata, overlay, recipe, wheel
 
 RECIPE = recipe.Recipe(release=recipe.parse_release("15.1"), arch="aarch64", method="builder-vm")
 
@@ -104,6 +104,15 @@ def test_wheel_is_installable_by_pip_and_importable_from_the_zip(tmp_path: Path)
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [f"{whl}/fpvm/__init__.py", "15.1-RELEASE"]
+    # ... including the guest's rc.d scripts, which are package data (importlib.resources in a zip).
+    entries = subprocess.run(
+        [sys.executable, "-c", "from fpvm.image import overlay; print(len(overlay.entries('aarch64')))"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(whl), "PATH": "/usr/bin:/bin"},
+    )
+    assert entries.returncode == 0, entries.stderr
+    assert int(entries.stdout) == len(overlay.entries("aarch64"))
 
 
 def test_wheel_is_reproducible(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def test_sudoers_passes_visudo(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     text = path.read_text()
     assert 'secure_path="/usr/local/libexec/fpvm/linux-compat:' in text
-    assert "%wheel ALL=(ALL:ALL) NOPASSWD: ALL" in text
+    assert "NOPASSWD" not in text  # who may sudo is the guest agent's sudoers file
 
 
 def test_visudo_would_catch_a_broken_sudoers(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 READY_HELP = "wait for sshd and the API socket, then send Ready to the host"
+BOOT_HELP = "the boot step: find the config, provision on first boot, per-boot links, proxy and mounts"
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -34,6 +35,14 @@ def _ready(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser(prog="fpvm guest ready", description=READY_HELP)
     ready.add_arguments(parser)
     return int(ready.ready_main(parser.parse_args(args.argv)))
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from fpvm.guest import rcd
+
+    parser = argparse.ArgumentParser(prog="fpvm guest boot", description=BOOT_HELP)
+    rcd.add_boot_arguments(parser)
+    return int(rcd.boot_main(parser.parse_args(args.argv)))
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -69,3 +78,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = gsub.add_parser("ready", help=READY_HELP, prefix_chars="+", add_help=False)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest ready --help`")
     p.set_defaults(func=_ready)
+
+    p = gsub.add_parser("boot", help=BOOT_HELP, prefix_chars="+", add_help=False)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest boot --help`")
+    p.set_defaults(func=_boot)

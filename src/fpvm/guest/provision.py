@@ -28,6 +28,7 @@ from fpvm.guest.runner import CommandError, Runner
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_PARTIAL = 2
+SUMMARY_LINES = 40  # changed actions listed on stdout; the report has them all
 
 
 class Outcome:
@@ -52,7 +53,9 @@ class Outcome:
             f"{len(self.skipped)} skipped (Linux-only), {len(self.failed)} failed, {self.warnings} warnings; "
             f"{len(self.commands)} commands {verb}"
         ]
-        lines += [f"  changed: {c}" for c in self.changed]
+        lines += [f"  changed: {c}" for c in self.changed[:SUMMARY_LINES]]
+        if len(self.changed) > SUMMARY_LINES:
+            lines.append(f"  ... and {len(self.changed) - SUMMARY_LINES} more (see {REPORT_FILE})")
         lines += [f"  FAILED: {d}: {e}" for d, e in self.failed]
         return "\n".join(lines)
 
@@ -132,7 +135,7 @@ def provision(
             "commands": ctx.commands,
             "actions": report,
         }
-        ctx.root.write(REPORT_FILE, (json.dumps(body, indent=1) + "\n").encode(), 0o600, 0, 0)
+        ctx.root.write(REPORT_FILE, (json.dumps(body, separators=(",", ":")) + "\n").encode(), 0o600, 0, 0)
     finally:
         ctx.log.info(
             f"provision: {len(actions)} actions, {len(out.changed)} changed, {len(out.failed)} failed"

@@ -58,13 +58,37 @@ class RootFS:
         self.root = Path(os.path.abspath(root))
         self.is_live = self.root == Path("/")
         self.can_chown = (os.geteuid() == 0) if can_chown is None else can_chown
+        self._prefix = "" if self.is_live else str(self.root)
+        # Resolved parents and directories known to exist, valid until the agent itself changes a
+        # link or removes a node (``_forget``): a config with 10 000 files then costs one walk per
+        # directory instead of one per file and component.
+        self._parents: dict[tuple[str, ...], list[str]] = {}
+        self._dirs: set[str] = set()
+
+    def _forget(self) -> None:
+        self._parents.clear()
+        self._dirs.clear()
+
+    def _join(self, parts: list[str]) -> str:
+        return self._prefix + "/" + "/".join(parts)
 
     # -- path resolution -------------------------------------------------------------------------
     def host(self, guest_path: str, *, follow_last: bool = False) -> Path:
         """The host path for ``guest_path``, with parents resolved under the root's rules."""
+        return Path(self.host_str(guest_path, follow_last=follow_last))
+
+    def host_str(self, guest_path: str, *, follow_last: bool = False) -> str:
+        """``host`` as a plain string (the agent's hot paths avoid building Path objects)."""
         parts = split_guest_path(guest_path)
-        resolved = self._walk([], parts, follow_last, guest_path, 0)
-        return self.root.joinpath(*resolved)
+        if not parts:
+            return str(self.root)
+        key = tuple(parts[:-1])
+        parent = self._parents.get(key)
+        if parent is None:
+            parent = self._walk([], parts[:-1], True, guest_path, 0)
+            self._parents[key] = parent
+        resolved = self._walk(parent, parts[-1:], follow_last, guest_path, 0)
+        return self._join(resolved)
 
     def _walk(self, base: list[str], parts: list[str], follow_last: bool, orig: str, depth: int) -> list[str]:
         """Resolve ``parts`` onto the already-safe component list ``base``."""
@@ -74,7 +98,7 @@ class RootFS:
             candidate = [*current, part]
             if last and not follow_last:
                 return candidate
-            host = self.root.joinpath(*candidate)
+            host = self._join(candidate)
             try:
                 st = os.lstat(host)
             except FileNotFoundError:
@@ -116,7 +140,7 @@ class RootFS:
     # -- queries -------------------------------------------------------------------------------------
     def lstat(self, guest_path: str) -> os.stat_result | None:
         try:
-            return os.lstat(self.host(guest_path))
+            return os.lstat(self.host_str(guest_path))
         except FileNotFoundError:
             return None
 
@@ -130,7 +154,7 @@ class RootFS:
     def read_bytes(self, guest_path: str) -> bytes | None:
         """Contents of a regular file (symlinks followed inside the root), or None when absent."""
         try:
-            host = self.host(guest_path, follow_last=True)
+            host = self.host_str(guest_path, follow_last=True)
             with open(host, "rb") as fh:
                 return fh.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -149,22 +173,28 @@ class RootFS:
     # -- changes (each returns True when something changed) -------------------------------------------
     def makedirs(self, guest_path: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> bool:
         """mkdir -p; directories created here are ``mode`` and owned by uid:gid (root by default)."""
+        if guest_path in self._dirs:
+            return False
         parts = split_guest_path(guest_path)
         changed = False
         for i in range(1, len(parts) + 1):
             sub = "/" + "/".join(parts[:i])
-            host = self.host(sub, follow_last=True)
+            if sub in self._dirs:
+                continue
+            host = self.host_str(sub, follow_last=True)
             try:
                 st = os.stat(host)
             except FileNotFoundError:
                 os.mkdir(host, mode)
                 os.chmod(host, mode)  # umask would otherwise narrow it
                 self._chown(host, uid, gid, follow=True)
-                fsync_dir(host.parent)
+                fsync_dir(os.path.dirname(host))
                 changed = True
+                self._dirs.add(sub)
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise UnsafePathError(f"{guest_path!r}: {sub} exists and is not a directory")
+            self._dirs.add(sub)
         return changed
 
     def makeparents(self, guest_path: str) -> bool:
@@ -184,7 +214,7 @@ class RootFS:
     ) -> bool:
         """Atomically replace the file unless it already has these bytes, mode and owner."""
         self.makeparents(guest_path)
-        host = self.host(guest_path)
+        host = self.host_str(guest_path)
         st = _lstat(host)
         if st is not None and stat.S_ISREG(st.st_mode):
             same = _read(host) == data
@@ -210,7 +240,7 @@ class RootFS:
 
     def read_bytes_nofollow(self, guest_path: str) -> bytes | None:
         """Contents of a regular file at exactly this path (not through a final symlink)."""
-        host = self.host(guest_path)
+        host = self.host_str(guest_path)
         st = _lstat(host)
         if st is None or not stat.S_ISREG(st.st_mode):
             return None
@@ -221,7 +251,7 @@ class RootFS:
 
         chown comes first: it clears set-id bits, which the chmod then puts back.
         """
-        host = self.host(guest_path)
+        host = self.host_str(guest_path)
         st = os.lstat(host)
         changed = False
         want_uid = st.st_uid if uid is None else uid
@@ -252,6 +282,7 @@ class RootFS:
             return self.set_attrs(guest_path, None, uid, gid)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise UnsafePathError(f"{guest_path!r} is a directory; refusing to replace it with a link")
+        self._forget()
         tmp = host.with_name(f".{host.name}.fpvm-tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -271,6 +302,7 @@ class RootFS:
         src_st = os.lstat(src)
         if st is not None and (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino):
             return False
+        self._forget()
         tmp = host.with_name(f".{host.name}.fpvm-tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -282,6 +314,7 @@ class RootFS:
     def remove(self, guest_path: str) -> bool:
         """Remove a file or link (not a directory tree)."""
         host = self.host(guest_path)
+        self._forget()
         try:
             os.unlink(host)
         except FileNotFoundError:
@@ -291,7 +324,7 @@ class RootFS:
         fsync_dir(host.parent)
         return True
 
-    def _chown(self, host: Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
+    def _chown(self, host: str | Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
         if not self.can_chown or (uid is None and gid is None):
             return
         try:
@@ -301,13 +334,13 @@ class RootFS:
                 raise
 
 
-def _lstat(host: Path) -> os.stat_result | None:
+def _lstat(host: str | Path) -> os.stat_result | None:
     try:
         return os.lstat(host)
     except FileNotFoundError:
         return None
 
 
-def _read(host: Path) -> bytes:
+def _read(host: str | Path) -> bytes:
     with open(host, "rb") as fh:
         return fh.read()

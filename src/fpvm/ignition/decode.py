@@ -150,6 +150,8 @@ class Decoder:
             return {"file": "types.FileContents", "ca": "types.CaReference"}.get(ctx, "types.ConfigReference")
         if cls is model.ClevisCustom and self.version < (3, 3):
             return "types.Custom"
+        if cls is _IgnitionStub:
+            return "struct { Version string }"
         return f"types.{cls.__name__}"
 
     def into(self, target: Any, value: Any, path: str, dotted: str, exact: bool, ctx: str = "") -> None:
@@ -176,7 +178,7 @@ class Decoder:
             if spec is None:
                 continue
             sub_path = key_path(path, spec.key)
-            sub_dotted = f"{dotted}.{spec.key}" if dotted else spec.key
+            sub_dotted = f"{dotted}.{key}" if dotted else key  # Go names the key as written
             sub_ctx = _CONTEXTS.get((cls, spec.key), "")
             self.field(target, spec, item, sub_path, sub_dotted, exact and key_exact, sub_ctx)
 

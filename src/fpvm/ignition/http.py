@@ -156,7 +156,9 @@ def get(
         try:
             status, response, conn, sock = _attempt(url, request_headers, opts, clock)
         except _Retry as exc:
-            last = str(exc)
+            # An attempt cut short by the overall deadline says less than the failure before it.
+            if not last or not clock.expired():
+                last = str(exc)
         else:
             try:
                 if status in (200, 204):
@@ -168,6 +170,7 @@ def get(
                 else:
                     raise SourceError(f"failed to fetch resource: GET {_redact(url)} returned HTTP {status}")
             finally:
+                response.close()
                 conn.close()
         left = clock.remaining()
         if left is not None and left <= backoff:
@@ -181,14 +184,13 @@ def get(
 
 def _redact(url: str) -> str:
     """The URL without credentials, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _canonical(name: str) -> str:
@@ -269,21 +271,21 @@ def _request(
         send["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
     try:
         conn.connect()
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise _Retry(f"dial {parts.hostname}: {exc}") from None
     header_budget = _budget(opts.response_header_timeout or None, clock.remaining())
     # http.client forgets the socket once a "Connection: close" response arrives; keep our own handle.
     sock = conn.sock
     watchdog = _Watchdog(sock, header_budget)
     try:
-        if sock is not None and header_budget is not None:
-            sock.settimeout(max(header_budget, 0.001))
+        if sock is not None:  # the dial timeout no longer applies once connected
+            sock.settimeout(max(header_budget, 0.001) if header_budget is not None else None)
         conn.putrequest("GET", target, skip_accept_encoding=True)
         for name, value in send.items():
             conn.putheader(name, value)
         conn.endheaders()
         return conn.getresponse(), sock
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise _Retry("timeout awaiting response headers") from None
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
@@ -362,7 +364,7 @@ def _read_body(
                     f"resource {_redact(url)} is larger than the limit of {opts.max_bytes} bytes"
                 )
             chunks.append(chunk)
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise SourceError(
                 f"unable to fetch resource in time: GET {_redact(url)} (reading body)"

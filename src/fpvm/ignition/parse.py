@@ -71,24 +71,27 @@ def _run(data: bytes) -> tuple[Config | None, Report]:
     return translate.translate(cfg, version, declared), report
 
 
+INTERNAL = "internal error while reading the config"
+
+
+def _guarded(data: bytes) -> tuple[Config | None, Report]:
+    """``_run``, turning any unexpected failure into a finding: the guest must never die on input."""
+    try:
+        return _run(data)
+    except Exception as exc:
+        report = Report()
+        report.error("$", f"{INTERNAL}: {type(exc).__name__}: {exc}")
+        return None, report
+
+
 def check(data: bytes) -> Report:
     """Every finding about ``data``; never raises for bad input. ``report.valid`` is the verdict."""
-    try:
-        return _run(data)[1]
-    except (RecursionError, MemoryError) as exc:
-        report = Report()
-        report.error("$", f"config cannot be read: {type(exc).__name__}")
-        return report
+    return _guarded(data)[1]
 
 
 def parse_with_report(data: bytes) -> tuple[Config, Report]:
     """The config translated to the newest spec, with its warnings; raises ``IgnitionError``."""
-    try:
-        cfg, report = _run(data)
-    except (RecursionError, MemoryError) as exc:
-        report = Report()
-        report.error("$", f"config cannot be read: {type(exc).__name__}")
-        cfg = None
+    cfg, report = _guarded(data)
     if cfg is None:
         raise IgnitionError(report)
     return cfg, report

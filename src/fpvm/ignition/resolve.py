@@ -61,6 +61,7 @@ class _State:
     parser: Parser | None
     max_depth: int
     report: Report | None
+    ca_cache: dict[str, bytes]
 
 
 def resolve(
@@ -79,12 +80,14 @@ def resolve(
     referenced configs go to ``report`` when given. Errors are ``IgnitionError``s naming the chain of
     references that led to the failing one.
     """
+    ca_cache: dict[str, bytes] = {}
     state = _State(
-        options=options_from_config(config, options),
+        options=options_from_config(config, options, ca_cache=ca_cache),
         fetcher=fetcher or fetch_config_bytes,
         parser=parser,
         max_depth=max_depth,
         report=report,
+        ca_cache=ca_cache,
     )
     return _render(config, state, ["<config>"])
 
@@ -93,12 +96,12 @@ def _render(config: Config, state: _State, chain: list[str]) -> Config:
     refs = config.ignition.config
     if refs.replace.source is not None:
         replacing = _fetch_referenced(refs.replace, "$.ignition.config.replace", state, chain)
-        state.options = options_from_config(replacing, state.options)
+        state.options = options_from_config(replacing, state.options, ca_cache=state.ca_cache)
         return _render(replacing, state, [*chain, _label(refs.replace.source)])
     merged = config
     for index, ref in enumerate(refs.merge):
         child = _fetch_referenced(ref, f"$.ignition.config.merge[{index}]", state, chain)
-        state.options = options_from_config(merge(merged, child), state.options)
+        state.options = options_from_config(merge(merged, child), state.options, ca_cache=state.ca_cache)
         child = _render(child, state, [*chain, _label(ref.source or "")])
         merged = merge(merged, child)
     return merged

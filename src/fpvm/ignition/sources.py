@@ -43,6 +43,7 @@ UNSUPPORTED_SCHEMES = {
     "gs": "Google Cloud Storage",
 }
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
 
 
@@ -102,7 +103,7 @@ def fetch_url(
 
 
 def _scheme(url: str) -> str:
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if _CONTROL.search(url):
         raise SourceError("unable to parse url: invalid control character in URL")
     match = _SCHEME.match(url)
     if match is None:
@@ -185,11 +186,13 @@ def options_from_config(
     base: FetchOptions | None = None,
     *,
     path: str = "$.ignition",
+    ca_cache: dict[str, bytes] | None = None,
 ) -> FetchOptions:
     """``base`` updated with the config's timeouts, proxy and certificate authorities.
 
     As upstream, the CAs are fetched with the new timeouts and proxy already in force, and they are
-    added to the system's trust store rather than replacing it.
+    added to the system's trust store rather than replacing it. ``ca_cache`` (source -> bytes) plays
+    the part of upstream's per-fetcher CA cache, so a CA is fetched once however often settings change.
     """
     opts = base or FetchOptions()
     ign = config.ignition
@@ -209,7 +212,12 @@ def options_from_config(
     context = ssl.create_default_context()
     for index, ca in enumerate(cas):
         where = f"{path}.security.tls.certificateAuthorities[{index}]"
-        blob = fetch(ca, opts, path=where)
+        if ca_cache is not None and ca.source is not None and ca.source in ca_cache:
+            blob = ca_cache[ca.source]
+        else:
+            blob = fetch(ca, opts, path=where)
+            if ca_cache is not None and ca.source is not None:
+                ca_cache[ca.source] = blob
         add_certificates(context, blob, where)
     return replace(opts, ssl_context=context)
 

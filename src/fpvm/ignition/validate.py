@@ -705,7 +705,10 @@ def partitions_overlap(parts: list[Partition]) -> int | None:
 
     def end(p: Partition) -> int:
         assert p.start_mib is not None and p.size_mib is not None
-        return p.start_mib if p.size_mib == 0 else p.start_mib + p.size_mib - 1
+        if p.size_mib == 0:
+            return p.start_mib
+        # Go's int arithmetic wraps around at 64 bits; so must ours, to overlap the same way.
+        return (p.start_mib + p.size_mib - 1 + 2**63) % 2**64 - 2**63
 
     for p in parts:
         if p.start_mib is None or p.size_mib is None or p.start_mib == 0:

@@ -57,10 +57,10 @@ def sshd_dropin(release: rcp.Release) -> bytes:
 
 
 def sudoers() -> bytes:
+    """Only the search path: who may use sudo is the guest agent's file (fpvm.guest.sudoers)."""
     return (
-        "# fpvm: podman runs its guest commands as the machine user through sudo.\n"
+        "# fpvm: commands podman runs through sudo find the linux-compat launchers first.\n"
         f'Defaults secure_path="{rcp.GUEST_PATH}"\n'
-        "%wheel ALL=(ALL:ALL) NOPASSWD: ALL\n"
     ).encode()
 
 

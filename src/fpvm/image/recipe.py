@@ -255,9 +255,8 @@ def rc_conf(hostname: str) -> dict[str, dict[str, str]]:
             "podman_service_flags": "--time=0 unix:///var/run/podman/podman.sock",
             "podman_service_api_rundir": "/var/run/podman",
             "podman_service_api_socket": "/var/run/podman/podman.sock",
-            "podman_service_api_user": "root",
-            "podman_service_api_group": "wheel",
-            "podman_service_api_mode": "0770",
+            # api_user/group/mode stay the port's (root, operator, 0770): the guest agent adds the
+            # podman users to that group (fpvm.guest.apisocket).
         },
         "podman": {"podman_enable": "YES"},
         # growfs_enable also drives rc.d/fpvm_growfs (overlay), which reruns growfs at every boot:

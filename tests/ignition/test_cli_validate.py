@@ -1,0 +1,95 @@
+"""`fpvm ignition validate` through the real command line: exit codes, stderr lines, --json records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PODMAN_CAPTURE, podman_ignition_configs
+
+GOOD = b'{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/a","mode":2541}]},"extra":1}'
+BAD = b'{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"a"}],"links":[{"path":"/l"}]}}'
+
+
+def fpvm(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fpvm", "ignition", "validate", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_valid_files_exit_0_and_warnings_go_to_stderr(tmp_path: Path) -> None:
+    good = tmp_path / "good.ign"
+    good.write_bytes(GOOD)
+    res = fpvm(str(good), *(str(p) for p in podman_ignition_configs()))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    assert f"{good}: $.extra: warning: unused key extra" in res.stderr.splitlines()
+    assert any("setuid/setgid/sticky" in line for line in res.stderr.splitlines())
+
+
+def test_invalid_file_exits_1_with_one_line_per_error(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.ign", tmp_path / "bad.ign"
+    good.write_bytes(GOOD)
+    bad.write_bytes(BAD)
+    res = fpvm(str(good), str(bad))
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if ": warning: " not in line]
+    assert errors == [
+        f"{bad}: $.storage.files[0].path: path not absolute",
+        f"{bad}: $.storage.links[0].target: link target is required",
+    ]
+
+
+def test_unreadable_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ign"
+    bad.write_bytes(BAD)
+    res = fpvm(str(bad), str(tmp_path / "missing.ign"))
+    assert res.returncode == 2
+    assert f"{tmp_path / 'missing.ign'}: cannot read: No such file or directory" in res.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    res = fpvm()
+    assert res.returncode == 2
+    assert "usage:" in res.stderr
+
+
+def test_json_records_one_line_per_file(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.ign", tmp_path / "bad.ign"
+    good.write_bytes(GOOD)
+    bad.write_bytes(BAD)
+    res = fpvm("--json", str(good), str(bad))
+    assert res.returncode == 1
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(good), str(bad)]
+    assert set(records[0]) == {"file", "valid", "errors", "warnings"}
+    assert records[0]["valid"] is True and records[0]["errors"] == []
+    assert {"path": "$.extra", "message": "unused key extra"} in records[0]["warnings"]
+    assert records[1]["valid"] is False
+    assert records[1]["errors"][0] == {"path": "$.storage.files[0].path", "message": "path not absolute"}
+
+
+def test_stdin_and_malformed_json() -> None:
+    res = fpvm("--json", "-", stdin=b'{"ignition": {"version": "3.2.0"}')
+    assert res.returncode == 1
+    record = json.loads(res.stdout)
+    assert record["file"] == "-" and record["valid"] is False
+    assert record["errors"] == [{"path": "$", "message": "unexpected end of JSON input"}]  # Go's wording
+    assert "Traceback" not in res.stderr
+
+
+def test_capture_is_valid_as_json() -> None:
+    res = fpvm("--json", str(PODMAN_CAPTURE / "machine.ign"))
+    assert res.returncode == 0
+    assert json.loads(res.stdout) == {
+        "file": str(PODMAN_CAPTURE / "machine.ign"),
+        "valid": True,
+        "errors": [],
+        "warnings": [],
+    }
