@@ -14,29 +14,43 @@ from collections.abc import Sequence
 
 from fpvm import __version__
 
-# (module, ...) in the order they appear in --help. Each module defines
-# ``register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and sets
-# ``func`` on the parsers it adds: ``func(args: argparse.Namespace) -> int`` returns the exit status.
-AREAS: tuple[str, ...] = (
-    "fpvm.ignition.cli",
-    "fpvm.guest.cli",
-    "fpvm.fwcfg.cli",
-    "fpvm.image.cli",
-    "fpvm.machine.cli",
-)
+# Top-level command -> the module that registers it, in the order they appear in --help. Each module
+# defines ``register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and
+# sets ``func`` on the parsers it adds: ``func(args: argparse.Namespace) -> int`` returns the exit
+# status. A module may register several top-level commands.
+COMMANDS: dict[str, str] = {
+    "ignition": "fpvm.ignition.cli",
+    "guest": "fpvm.guest.cli",
+    "debug": "fpvm.fwcfg.cli",
+    "build": "fpvm.image.cli",
+    "image": "fpvm.image.cli",
+    "machine": "fpvm.machine.cli",
+    "podman-machine": "fpvm.machine.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every area, or only the area that owns ``command``.
+
+    The guest runs ``fpvm guest …`` and the linux-compat shims at boot and on every podman ssh
+    command, so they should not pay for importing the image builder and the host launcher.
+    """
     parser = argparse.ArgumentParser(prog="fpvm", description="FreeBSD VMs for Podman.")
     parser.add_argument("--version", action="version", version=f"fpvm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in AREAS:
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(COMMANDS.values())
+    for name in dict.fromkeys(wanted):
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _first_command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_first_command(argv))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -97,6 +97,35 @@ def test_podman_config_provisions_on_the_image(provisioned: Provisioned) -> None
     assert users["root"][2] == "0" and "core" in users
 
 
+def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every node under root (type, mode, owner, contents or target, mtime), the agent's own log aside."""
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if rel.startswith(("var/db/fpvm", "var/log/fpvm.log")):
+            continue
+        st = p.lstat()
+        if p.is_symlink():
+            out[rel] = ("link", st.st_uid, st.st_gid, os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("dir", st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+        else:
+            out[rel] = ("file", st.st_mode, st.st_uid, st.st_gid, p.read_bytes(), st.st_mtime_ns)
+    return out
+
+
+def test_second_provision_changes_nothing(provisioned: Provisioned, tmp_path: Path) -> None:
+    """Provisioning again on the image (a reboot with --firstboot, or a retried first boot) is a no-op."""
+    before = snapshot(provisioned.root)
+    rec = tmp_path / "again.jsonl"
+    again = fpvm("guest", "provision", "--root", str(provisioned.root), "--config", str(CONFIGS[provisioned.config]),
+                 "--record", str(rec), "--no-ready")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert re.search(rb"\b0 changed\b", again.stdout), again.stdout
+    assert records(rec) == []
+    assert snapshot(provisioned.root) == before
+
+
 def test_sudoers_of_image_and_guest_pass_visudo(provisioned: Provisioned, tmp_path: Path) -> None:
     """FreeBSD's sudoers ends with ``@includedir /usr/local/etc/sudoers.d``; both areas write there."""
     d = provisioned.root / SUDOERS_D

@@ -279,7 +279,8 @@ def test_ignition_show_reads_the_machine_config(host_machine: HostMachine, tmp_p
 
 
 def test_machine_key_names_the_machine(host_machine: HostMachine, staged: Path, tmp_path: Path) -> None:
-    """The key the guest installs says whose it is: ``fpvm-NAME`` (ssh-keygen -C), as the docs' key is."""
+    """The key the guest installs says whose it is: ``fpvm-NAME``, the comment ``make_key`` means to give
+    (``ssh-keygen -C fpvm-<machine folder name>``), not the name of init's temporary build folder."""
     assert host_machine.pubkey.split()[2:] == [f"fpvm-{NAME}"]
     cfg = write_config(tmp_path, host_machine.config)
     fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(tmp_path / "r"),
