@@ -198,3 +198,4 @@ def test_overwrite_false_keeps_a_different_existing_file(tmp_path: Path) -> None
     assert res.returncode == 0
     assert (root / "etc/motd").read_bytes() == b"admin's\n"
     assert "overwrite is false" in (root / "var/log/fpvm.log").read_text()
+    assert "warning: /etc/motd: exists with other contents and overwrite is false" in res.stdout

@@ -53,3 +53,26 @@ def test_missing_config_file_is_exit_1(tmp_path: Path) -> None:
     res = run_fpvm("guest", "provision", "--root", str(tmp_path), "--config", str(tmp_path / "nope.ign"))
     assert res.returncode == 1 and "cannot read" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_root_is_exit_1(tmp_path: Path) -> None:
+    res = run_fpvm(
+        "guest",
+        "provision",
+        "--root",
+        str(tmp_path / "none"),
+        "--config",
+        str(PODMAN_CAPTURE / "machine.ign"),
+    )
+    assert res.returncode == 1 and "not a directory" in res.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_failed_run_is_not_marked_provisioned(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    (root / "etc/containers").symlink_to("/")  # the marker cannot be written: one action fails
+    res = run_fpvm("guest", "provision", "--root", str(root), "--config", str(PODMAN_CAPTURE / "machine.ign"),
+                   "--record", str(tmp_path / "r"), "--no-ready")  # fmt: skip
+    assert res.returncode == 2
+    state = json.loads((root / "var/db/fpvm/state.json").read_text())
+    assert "provisioned" not in state and len(state["config_sha256"]) == 64

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import make_root, recorded, run_fpvm, snapshot
+from guestcore_staging import (
+    GROUP,
+    MASTER_PASSWD,
+    make_root,
+    passwd_from_master,
+    recorded,
+    run_fpvm,
+    snapshot,
+)
 from pw_synopsis import check_pw_argv
 
 from conftest import PODMAN_CAPTURE, podman_ignition_configs
@@ -240,3 +248,89 @@ def test_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
     new = recorded(rec)[n:]
     assert [c for c in new if c[0] == "pw"] == []
     assert all(c[0] in ("/sbin/kldload", "/sbin/sysctl", "/sbin/mount") for c in new), new
+
+
+CAPTURE_KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIY13ql7ogiegYHHFbAKgAnlG//v6FRNqeCt518RJC8p user@host\n"
+# Every node the 4.3.1 capture's config creates or changes in the staged root:
+# (type, mode, uid, contents or link target).
+CAPTURE_TREE: dict[str, tuple[str, int, int, bytes | str | None]] = {
+    "etc/containers": ("dir", 0o755, 0, None),
+    "etc/containers/podman-machine": ("file", 0o644, 0, b"qemu\n"),
+    "etc/localtime": ("link", 0, 0, "/usr/share/zoneinfo/Europe/London"),
+    "etc/profile.d": ("dir", 0o755, 0, None),
+    "etc/profile.d/docker-host.sh": (
+        "file", 0o644, 0, b'export DOCKER_HOST="unix://$(podman info -f "{{.Host.RemoteSocket.Path}}")"\n'
+    ),
+    "etc/rc.conf.d": ("dir", 0o755, 0, None),
+    "etc/rc.conf.d/podman_service": ("file", 0o644, 0, b'podman_service_enable="YES"\n'),
+    "etc/subgid": ("file", 0o744, 0, b"core:100000:1000000"),
+    "etc/subuid": ("file", 0o744, 0, b"core:100000:1000000"),
+    "root/.ssh": ("dir", 0o700, 0, None),
+    "root/.ssh/authorized_keys": ("file", 0o600, 0, CAPTURE_KEY),
+    "run": ("link", 0, 0, "var/run"),
+    "usr/home/core": ("dir", 0o755, 1001, None),
+    "usr/home/core/.config": ("dir", 0o755, 1001, None),
+    "usr/home/core/.config/containers": ("dir", 0o755, 1001, None),
+    "usr/home/core/.config/containers/containers.conf": (
+        "file", 0o744, 1001, b'[containers]\nnetns="bridge"\n'
+    ),
+    "usr/home/core/.ssh": ("dir", 0o700, 1001, None),
+    "usr/home/core/.ssh/authorized_keys": ("file", 0o600, 1001, CAPTURE_KEY),
+    "usr/local/bin/docker": ("link", 0, 0, "/usr/local/bin/podman"),
+    "usr/local/etc/containers": ("dir", 0o755, 0, None),
+    "usr/local/etc/containers/containers.conf": ("file", 0o644, 0, b"[engine]\nmachine_enabled=true\n"),
+    "usr/local/etc/containers/podman-machine": ("file", 0o644, 0, b"qemu\n"),
+    "usr/local/etc/containers/registries.conf.d": ("dir", 0o755, 0, None),
+    "usr/local/etc/containers/registries.conf.d/999-podman-machine.conf": (
+        "file", 0o644, 0, b'unqualified-search-registries=["docker.io"]\n'
+    ),
+    "usr/local/etc/sudoers.d": ("dir", 0o755, 0, None),
+    "usr/local/etc/sudoers.d/fpvm-podman": (
+        "file", 0o440, 0,
+        b"# Written by fpvm from the machine's Ignition config: podman runs sudo without a terminal.\n"
+        b"core ALL=(ALL:ALL) NOPASSWD: ALL\n",
+    ),
+    "var/db/fpvm": ("dir", 0o700, 0, None),
+    "var/db/fpvm/last-boot.json": ("file", 0o600, 0, None),
+    "var/db/fpvm/state.json": ("file", 0o600, 0, None),
+    "var/db/zoneinfo": ("file", 0o644, 0, b"Europe/London\n"),
+    "var/log/fpvm.log": ("file", 0o640, 0, None),
+    "var/run": ("dir", 0o755, 0, None),
+    "var/run/user": ("dir", 0o755, 0, None),
+    "var/run/user/1001": ("dir", 0o700, 1001, None),
+    "var/run/user/1001/podman": ("dir", 0o700, 1001, None),
+    "var/run/user/1001/podman/podman.sock": ("link", 0, 1001, "../../../podman/podman.sock"),
+}  # fmt: skip
+CAPTURE_ACCOUNTS = {
+    "etc/master.passwd": MASTER_PASSWD + "core:*:1001:1001::0:0::/home/core:/bin/sh\n",
+    "etc/passwd": passwd_from_master(MASTER_PASSWD) + "core:*:1001:1001::/home/core:/bin/sh\n",
+    "etc/group": GROUP.replace("operator:*:5:root", "operator:*:5:root,core") + "core:*:1001:\n",
+}
+
+
+def test_capture_tree_byte_for_byte(tmp_path: Path) -> None:
+    """The whole tree the 4.3.1 capture produces: nothing more, nothing less, every byte and mode."""
+    root = make_root(tmp_path)
+    before = snapshot(root, exclude=())
+    res = run_fpvm("guest", "provision", "--root", str(root), "--config", str(PODMAN_CAPTURE / "machine.ign"),
+                   "--record", str(tmp_path / "rec"), "--no-ready")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    after = snapshot(root, exclude=())
+    new = {k for k in after if k not in before}
+    assert new == set(CAPTURE_TREE) - set(before)  # nothing more, nothing less
+    for rel, (kind, mode, uid, content) in CAPTURE_TREE.items():
+        p = root / rel
+        if kind == "link":
+            assert p.is_symlink() and os.readlink(p) == content, rel
+            continue
+        assert (p.is_dir() and not p.is_symlink()) if kind == "dir" else p.is_file(), rel
+        assert _mode(p) == mode, rel
+        if IS_ROOT:
+            assert p.stat().st_uid == uid, rel
+        if content is not None:
+            assert p.read_bytes() == content, rel
+    changed = {k for k in before if k in after and after[k] != before[k]}
+    # besides the account files only directories gained entries (their mtime changed)
+    assert {k for k in changed if after[k][0] != "dir"} == set(CAPTURE_ACCOUNTS), changed
+    for rel, text in CAPTURE_ACCOUNTS.items():
+        assert (root / rel).read_text() == text, rel

@@ -118,7 +118,8 @@ def test_second_provision_changes_nothing(provisioned: Provisioned, tmp_path: Pa
     """Provisioning again on the image (a reboot with --firstboot, or a retried first boot) is a no-op."""
     before = snapshot(provisioned.root)
     rec = tmp_path / "again.jsonl"
-    again = fpvm("guest", "provision", "--root", str(provisioned.root), "--config", str(CONFIGS[provisioned.config]),
+    config = str(CONFIGS[provisioned.config])
+    again = fpvm("guest", "provision", "--root", str(provisioned.root), "--config", config,
                  "--record", str(rec), "--no-ready")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert re.search(rb"\b0 changed\b", again.stdout), again.stdout

@@ -286,3 +286,26 @@ def test_machine_key_names_the_machine(host_machine: HostMachine, staged: Path, 
     fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(tmp_path / "r"),
          "--no-ready", check=True)  # fmt: skip
     assert (staged / "root/.ssh/authorized_keys").read_text().split()[2:] == [f"fpvm-{NAME}"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/Users/me/My Project", "/Users/me/../src", "/Users/me/it's"],
+    ids=["space", "dotdot", "quote"],
+)
+def test_init_refuses_a_target_the_guest_cannot_mount(host_machine: HostMachine, target: str) -> None:
+    """A volume target the guest refuses makes the whole config invalid in the guest (no users, no keys),
+    so ``fpvm machine init`` must refuse it up front, with one message, leaving nothing behind."""
+    with pytest.raises(mounts.MountError):
+        mounts.check_target(target)  # the guest's rule for fpvm's mount table
+    name = "bad-" + re.sub(r"[^a-z]", "", target.lower())[-8:]
+    disk = host_machine.base / "freebsd.raw"
+    src = host_machine.sources["/Users/me/src"]
+    result = fpvm("machine", "init", name, "--image", str(disk), "--arch", "amd64", "--disk-size", "1",
+                  "-v", f"{src}:{target}", env=host_machine.env)  # fmt: skip
+    machines = host_machine.dir.parent
+    assert result.returncode != 0, (
+        f"init accepted {target!r}; the guest would reject {machines / name}/config.ign"
+    )
+    assert target in result.stderr.decode(), result.stderr
+    assert not (machines / name).exists()

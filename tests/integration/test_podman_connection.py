@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from integration_support import add_freebsd_base, fpvm, resolve_in_root, shell_value
 
+from conftest import PODMAN_CAPTURE
 from fpvm.guest import apisocket, ready
 from fpvm.machine import connection
 from fpvm.machine import ignition as machine_ignition
+from fpvm.machine.podman_machine import PodmanMachine
 from fpvm.machine.state import Machine, Paths
 
 
@@ -111,3 +113,21 @@ def test_podman_stores_a_uri_that_reaches_the_guests_socket(guest_root: Path, tm
     # podman 4.3.1 on a host where /var/run -> /run stores /run/podman/podman.sock; the guest's
     # /run -> var/run (image, kept by the agent) makes it the service's socket again.
     assert resolve_in_root(guest_root, uri.path) == apisocket.API_SOCKET
+
+
+@pytest.mark.parametrize("rootful", [False, True], ids=["rootless", "rootful"])
+def test_podman_machine_api_socket_reaches_the_service(
+    rootful: bool, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """podman 4.3.1's own machine (the capture: its machine.json and the Ignition it sent) on the image:
+    the guest socket ``fpvm podman-machine doctor`` checks, and gvproxy forwards to, is the service's."""
+    tmp_path = tmp_path_factory.mktemp("podman-machine")
+    root = tmp_path / "root"
+    assert fpvm("image", "overlay", str(root), "--arch", "amd64").returncode == 0
+    add_freebsd_base(root)
+    result = fpvm("guest", "provision", "--root", str(root), "--config", str(PODMAN_CAPTURE / "machine.ign"),
+                  "--record", str(tmp_path / "cmds.jsonl"), "--no-ready")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((PODMAN_CAPTURE / "machine.json").read_text())
+    machine = PodmanMachine(PODMAN_CAPTURE / "machine.json", {**data, "Rootful": rootful})
+    assert resolve_in_root(root, machine.guest_api_socket) == apisocket.API_SOCKET

@@ -386,7 +386,7 @@ def _plan_hostname(b: _Builder, data: bytes | None, where: str) -> None:
 
     name = (data or b"").decode("utf-8", "replace").strip().splitlines()
     host = name[0].strip() if name else ""
-    ok = host and len(host) <= 253 and all(c.isalnum() or c in "-." for c in host)
+    ok = host and len(host) <= 253 and all((c.isascii() and c.isalnum()) or c in "-." for c in host)
     if not ok:
         b.fail(f"{where}.contents", f"/etc/hostname does not hold a valid host name: {host!r}")
         return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -43,6 +44,7 @@ class Outcome:
         self.commands: list[list[str]] = []
         self.problems = list(problems or [])  # why the config is invalid
         self.warnings = 0
+        self.warning_lines: list[str] = []
 
     def summary(self, root: str, record: str | None) -> str:
         if self.status == EXIT_INVALID:
@@ -56,6 +58,7 @@ class Outcome:
         lines += [f"  changed: {c}" for c in self.changed[:SUMMARY_LINES]]
         if len(self.changed) > SUMMARY_LINES:
             lines.append(f"  ... and {len(self.changed) - SUMMARY_LINES} more (see {REPORT_FILE})")
+        lines += [f"  warning: {w}" for w in self.warning_lines[:SUMMARY_LINES]]
         lines += [f"  FAILED: {d}: {e}" for d, e in self.failed]
         return "\n".join(lines)
 
@@ -123,10 +126,9 @@ def provision(
         digest = hashlib.sha256(data).hexdigest()
         if ctx.state.get("config_sha256") != digest:
             ctx.state.set("config_sha256", digest)
-        if ctx.state.get("provisioned") is None:
+        if ctx.state.get("provisioned") is None and not out.failed:
+            # Only a complete run counts: the boot step provisions again until one succeeds.
             ctx.state.set("provisioned", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
-        ctx.state.save(ctx.root)
-        ctx.root.makeparents(REPORT_FILE)
         body = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 3),
@@ -135,8 +137,16 @@ def provision(
             "commands": ctx.commands,
             "actions": report,
         }
-        ctx.root.write(REPORT_FILE, (json.dumps(body, separators=(",", ":")) + "\n").encode(), 0o600, 0, 0)
+        try:
+            ctx.state.save(ctx.root)
+            ctx.root.write(
+                REPORT_FILE, (json.dumps(body, separators=(",", ":")) + "\n").encode(), 0o600, 0, 0
+            )
+        except (OSError, ValueError) as exc:
+            ctx.log.error(f"cannot save the state and report: {exc}")
+            out.failed.append(("save state and report", str(exc)))
     finally:
+        out.warning_lines = [line.split(" WARN ", 1)[1] for line in ctx.log.lines if " WARN " in line]
         ctx.log.info(
             f"provision: {len(actions)} actions, {len(out.changed)} changed, {len(out.failed)} failed"
         )
@@ -174,6 +184,9 @@ def main(root: str, config_path: str, record: str | None, no_ready: bool, out: T
             data = fh.read()
     except OSError as exc:
         print(f"fpvm: cannot read {config_path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID
+    if not os.path.isdir(root):
+        print(f"fpvm: the root {root} is not a directory", file=sys.stderr)
         return EXIT_INVALID
     result = provision(root, data, record=record, echo=None, ready=not no_ready)
     print(result.summary(root, record), file=out if result.status != EXIT_INVALID else sys.stderr)

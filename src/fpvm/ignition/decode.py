@@ -11,6 +11,7 @@ from the ``since`` metadata in ``model``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -86,15 +87,8 @@ def json_kind(value: Any) -> str:
 
 
 def key_path(path: str, key: str) -> str:
-    if key.replace("_", "a").isalnum() and key.isascii() and not key[:1].isdigit():
-        return f"{path}.{key}"
-    return f"{path}[{_quote(key)}]"
-
-
-def _quote(key: str) -> str:
-    import json
-
-    return json.dumps(key)
+    """The JSON path of ``key`` under ``path``, written as upstream writes it (``$.a.b``, any key)."""
+    return f"{path}.{key}"
 
 
 # Which kind of reference a Resource is, by where it sits (3.0 had a type for each).
@@ -189,6 +183,9 @@ class Decoder:
         if spec.kind == "obj":
             if value is None:
                 self.present.discard(path)
+                # Spec 3.2's clevis objects were pointers: a null one is simply absent upstream.
+                pointer = self.version < (3, 3) and type(target) in (model.Luks, model.Clevis)
+                self.null_object(path, exact and not pointer)
                 return
             if isinstance(value, Obj):
                 self.present.add(path)
@@ -236,9 +233,21 @@ class Decoder:
                 out.append(base if decoded is None else decoded)
             else:
                 base = old[i] if i < len(old) else item()
+                if element is None:
+                    self.null_object(p, exact)
                 self.into(base, element, p, d, exact, ctx)
                 out.append(base)
         return out
+
+    def null_object(self, path: str, exact: bool) -> None:
+        """Upstream's unused-key pass warns where an object is expected but ``null`` is written."""
+        if exact:
+            dotted = re.sub(r"\[(\d+)\]", r".\1", path)
+            self.report.warning(
+                path,
+                f"context tree does not match content tree at {dotted}. Line and column reporting may be "
+                "inconsistent. Unused keys may not be reported",
+            )
 
     def scalar(self, kind: str, value: Any, path: str, dotted: str, gotype: str = "string") -> Any:
         if kind == "str":

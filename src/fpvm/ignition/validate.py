@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fpvm.ignition import gocompat
+from fpvm.ignition import gocompat, gourl
 from fpvm.ignition.errors import Report
 from fpvm.ignition.model import (
     Config,
@@ -180,8 +180,8 @@ class Validator:
     def url_error(self, s: str) -> str | None:
         """Upstream's ``validateURL`` for this version."""
         try:
-            u = gocompat.parse_url(s)
-        except gocompat.URLError:
+            u = gourl.parse_url(s)
+        except gourl.URLError:
             return INVALID_URL
         schemes = {"http", "https", "tftp"}
         if self.v >= (3, 2):
@@ -196,12 +196,12 @@ class Validator:
                     return S3_ARN
                 if len(full.split("/")) < (3 if parts[5].startswith("accesspoint/") else 2):
                     return S3_ARN
-            values = gocompat.query_values(u.raw_query, "versionId")
+            values = gourl.query_values(u.raw_query, "versionId")
             if values is not None and (not values or values[0] == ""):
                 return S3_VERSION_ID
             return None
         if u.scheme == "data":
-            return gocompat.data_url_error(s)
+            return gourl.data_url_error(s)
         return INVALID_SCHEME
 
     def url_nil_ok(self, s: str | None) -> str | None:
@@ -257,8 +257,8 @@ class Validator:
         if _empty(source):
             return INVALID_URL
         try:
-            u = gocompat.parse_url(source or "")
-        except gocompat.URLError:
+            u = gourl.parse_url(source or "")
+        except gourl.URLError:
             return INVALID_URL
         return None if u.scheme in ("http", "https") else HEADERS_SCHEME
 
@@ -328,8 +328,8 @@ class Validator:
                 continue
             path = f"$.ignition.proxy.{name}"
             try:
-                scheme = gocompat.parse_url(value).scheme
-            except gocompat.URLError:
+                scheme = gourl.parse_url(value).scheme
+            except gourl.URLError:
                 self.err(path, INVALID_URL)
                 continue
             if scheme not in ("http", "https"):
@@ -582,10 +582,10 @@ class Validator:
         for i, tang in enumerate(clevis.tang):
             tp = f"{path}.clevis.tang[{i}]"
             try:
-                scheme = gocompat.parse_url(tang.url).scheme
+                scheme = gourl.parse_url(tang.url).scheme
                 if scheme not in ("http", "https"):
                     self.err(f"{tp}.url", INVALID_SCHEME)
-            except gocompat.URLError:
+            except gourl.URLError:
                 self.err(f"{tp}.url", INVALID_URL)
             if _empty(tang.thumbprint):
                 self.err(f"{tp}.thumbprint", TANG_THUMBPRINT_REQUIRED)
