@@ -124,7 +124,7 @@ def main() -> int:
 
         roots = [stage_root(work / f"r{i}") for i in range(args.runs * 2)]
         print(f"python: {py}   runs: {args.runs}   cpus: {os.cpu_count()}   config: {PODMAN_CONFIG.name}")
-        print(f"staged roots in {work}")
+        print(f"staged roots in {work}; load average before: {os.getloadavg()[0]:.1f}")
         bare = series(lambda i: [py, "-c", "pass"], args.runs, env)
         show("python3 -c pass", bare)
 
@@ -182,6 +182,7 @@ def main() -> int:
         if len(points) >= 2:
             (n0, t0), (n1, t1) = points[0], points[-1]
             print(f"  slope {(t1 - t0) / (n1 - n0) * 1e6:.1f} us per extra file")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0
 
 

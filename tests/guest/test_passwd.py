@@ -202,3 +202,26 @@ def test_sudoers_checked_by_visudo(root: Path) -> None:
         "core ALL=(ALL:ALL) NOPASSWD: ALL",
         "dev ALL=(ALL:ALL) NOPASSWD: ALL",
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root")
+def test_uid_change_moves_the_home_tree(root: Path) -> None:
+    """An image with podman's user at another uid: after `pw usermod -u`, sshd must still trust ~/.ssh."""
+    master = root / "etc/master.passwd"
+    master.write_text(master.read_text() + "core:*:1000:1000::0:0::/home/core:/bin/sh\n")
+    (root / "etc/group").write_text((root / "etc/group").read_text() + "core:*:1000:\n")
+    home = root / "usr/home/core"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/authorized_keys").write_text("ssh-rsa AAAA old\n")
+    (home / "link").symlink_to("/etc")
+    (home / "other").write_text("x")
+    for p in (home, home / ".ssh", home / ".ssh/authorized_keys"):
+        os.chown(p, 1000, 1000)
+    os.lchown(home / "link", 1000, 1000)
+    os.chown(home / "other", 4242, 4242)  # someone else's file stays theirs
+    cmds = _apply(root, _users(PasswdUser(name="core", uid=501, ssh_authorized_keys=[KEY])))
+    assert cmds[0] == ["pw", "-R", str(root), "usermod", "-n", "core", "-u", "501"]
+    for p in (home, home / ".ssh", home / ".ssh/authorized_keys", home / "link"):
+        assert p.lstat().st_uid == 501, p
+    assert (home / "other").stat().st_uid == 4242
+    assert (home / ".ssh/authorized_keys").read_text() == f"ssh-rsa AAAA old\n{KEY}\n"

@@ -198,7 +198,7 @@ def test_every_unit_classified_and_mounts_planned(provisioned: dict[str, Any]) -
     plan = provisioned["plan"]
     assert plan.returncode == 0, plan.stderr
     actions = json.loads(plan.stdout)
-    sources = {a["source"] for a in actions}
+    sources = {a.get("source") for a in actions}
     units = provisioned["cfg"]["systemd"]["units"]
     for i, unit in enumerate(units):
         assert f"$.systemd.units[{i}]" in sources, unit["name"]

@@ -7,6 +7,7 @@ file and ``ssh-keygen -l`` for the authorized_keys of the real capture.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -221,7 +222,7 @@ def test_rc_conf_d(provisioned: dict[str, Any]) -> None:
 def test_state_report_and_log(provisioned: dict[str, Any]) -> None:
     root: Path = provisioned["root"]
     state = json.loads((root / "var/db/fpvm/state.json").read_text())
-    assert len(state["config_sha256"]) == 64
+    assert state["config_sha256"] == hashlib.sha256(provisioned["config_path"].read_bytes()).hexdigest()
     report = json.loads((root / "var/db/fpvm/last-boot.json").read_text())
     assert report["recorded"] is True
     assert any(a["kind"] == "user" for a in report["actions"])

@@ -1,11 +1,17 @@
 """Verdicts recorded from upstream's ignition-validate (coreos/ignition a5d574a8, built with Go 1.27).
 
 Each file under cases/ holds one JSON object per line: ``config`` (the document), ``valid`` (upstream's
-verdict) and, where both engines report the same finding, ``errors`` as ``[path, message]`` pairs
-(upstream's message text). The configs were generated from every validation rule for every spec version
-(rules), from random mutations of the podman fixtures (podman-mutations) and from random URLs and unit
-texts (urls-and-units); only cases where fpvm and upstream agreed were recorded, and the disagreement
-count at recording time was zero. The upstream binary is not needed to run these tests.
+verdict) and, where both engines report the same finding, ``errors``/``warnings`` as ``[path, message]``
+pairs (upstream's message text). The configs come from:
+
+- rules: every validation rule, positive and negative, for every accepted spec version;
+- podman-mutations: random mutations of the podman fixtures;
+- raw-json: the fixtures re-serialised with repeated and re-cased keys, some with damaged syntax;
+- urls-and-units: random URLs, data URLs and unit texts;
+- storage-combinations, ignition-section: random storage and ignition sections.
+
+Only cases where fpvm and upstream agreed were recorded; the disagreement count at recording time was
+zero. The upstream binary is not needed to run these tests.
 """
 
 from __future__ import annotations
@@ -32,18 +38,19 @@ def test_verdicts_and_messages_match_upstream(name: str) -> None:
     rows = _load(name)
     assert len(rows) > 500
     wrong_verdict: list[str] = []
-    missing_errors: list[str] = []
+    missing: list[str] = []
     for row in rows:
         report = check(row["config"].encode("utf-8"))
         if report.valid != row["valid"]:
             wrong_verdict.append(f"{row['name']}: upstream says valid={row['valid']}, got {report.entries}")
             continue
-        ours = {(e.path, e.message) for e in report.errors}
-        for path, message in row.get("errors", []):
-            if (path, message) not in ours:
-                missing_errors.append(f"{row['name']}: expected {path}: {message}; got {sorted(ours)}")
+        ours = {(e.kind, e.path, e.message) for e in report.entries}
+        for kind in ("error", "warning"):
+            for path, message in row.get(kind + "s", []):
+                if (kind, path, message) not in ours:
+                    missing.append(f"{row['name']}: expected {kind} {path}: {message}; got {sorted(ours)}")
     assert not wrong_verdict, "\n".join(wrong_verdict[:20])
-    assert not missing_errors, "\n".join(missing_errors[:20])
+    assert not missing, "\n".join(missing[:20])
 
 
 def test_recorded_cases_cover_both_verdicts_for_every_version() -> None:

@@ -99,6 +99,12 @@ class Fake:
                     reply = {
                         "error": {"class": "CommandNotFound", "desc": f"The command {cmd} has not been found"}
                     }
+                if "id" in msg:
+                    reply["id"] = msg["id"]  # QEMU echoes the request's id
+                if cmd == "system_powerdown":
+                    # An asynchronous event may arrive before any reply; clients must skip it.
+                    event = {"event": "RTC_CHANGE", "data": {"offset": 0}, "timestamp": {"seconds": 0}}
+                    conn.sendall(json.dumps(event).encode() + b"\r\n")
                 conn.sendall(json.dumps(reply).encode() + b"\r\n")
                 if cmd == "quit" or (
                     cmd == "system_powerdown" and not os.environ.get("FAKE_QEMU_IGNORE_POWERDOWN")

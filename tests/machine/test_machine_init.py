@@ -69,6 +69,7 @@ def test_init_creates_the_machine(
     assert (paths.dir.stat().st_mode & 0o777) == 0o700
     pub = Path(f"{paths.key}.pub").read_text().strip()
     assert pub.startswith("ssh-ed25519 ")
+    assert pub.split()[2:] == ["fpvm-bsd"]  # the machine's name, not init's temporary build folder
 
     config = json.loads(paths.config.read_bytes())
     assert config["ignition"]["version"] == "3.2.0"
@@ -177,6 +178,33 @@ def test_missing_volume_source(
         "/nonexistent/src:/src",
     )
     assert "source folder /nonexistent/src does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("/Users/me/My Project", "contains a space"),
+        ("/Users/me/../src", "contains '.' or '..' components"),
+        ("/Users/me/it's", "contains a single quote"),
+        ('/srv/"x"', "contains a double quote"),
+        ("/srv/a\\b", "contains " + repr("\\")),
+    ],
+)
+def test_volume_target_the_guest_refuses(
+    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str], target: str, why: str
+) -> None:
+    """The guest (fpvm.guest.mounts.check_target) rejects the whole config for one such target, so the VM
+    would boot without keys: init refuses it up front with the guest's own reason."""
+    spec = f"{machine_env}:{target}"
+    err = _fails(capsys, "machine", "init", "x", "--image", str(machine_disk), "--arch", "amd64", "-v", spec)
+    assert err.count("\n") == 1 and f"volume {spec!r}" in err, err
+    assert why in err, err
+
+
+def test_volume_target_is_normalised(machine_env: Path, machine_disk: Path) -> None:
+    assert fpvm("machine", "init", "n", "--image", str(machine_disk), "--arch", "amd64",
+                "-v", f"{machine_env}://srv//x/:ro") == 0  # fmt: skip
+    assert [(v.target, v.readonly) for v in state.load("n").volumes] == [("/srv/x", True)]
 
 
 def test_busy_port(machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -109,3 +109,36 @@ def test_volumes_config_ready_port_console(tmp_path: Path) -> None:
     assert f"logfile={paths.console_log}" in " ".join(argv)
     assert _opt(argv, "-qmp") == [f"unix:{paths.qmp},server=on,wait=off"]
     assert _opt(argv, "-drive") == [f"if=virtio,format=raw,file={paths.disk}"]
+
+
+def test_commas_in_paths_are_doubled_in_option_strings(tmp_path: Path) -> None:
+    """QEMU's option syntax ends a value at ','; a literal one is written ',,'. Whole-argument values
+    (``-pidfile``) are not option strings and stay as they are. The real QEMU reading such an argv is in
+    test_machine_qemu_real.py."""
+    paths = Paths(tmp_path / "da,ta" / "m", tmp_path / "r,un" / "m")
+    vols = [Volume("/Users/me/a,b", "/src", True, "fpvm0")]
+    fw = tmp_path / "fw,dir" / "edk2-aarch64-code.fd"
+    fw.parent.mkdir()
+    with fw.open("wb") as fh:
+        fh.truncate(qemu.PFLASH_SIZE)
+    plan = qemu.build(_machine("aarch64", vols), paths, qemu="q", host=MAC, firmware=fw, gvproxy="/x/gvproxy")
+    d, r = str(paths.dir).replace(",", ",,"), str(paths.run).replace(",", ",,")
+    argv = plan.argv
+    assert _opt(argv, "-drive") == [
+        f"if=pflash,format=raw,unit=0,readonly=on,file={str(fw).replace(',', ',,')}",
+        f"if=pflash,format=raw,unit=1,file={d}/efi-vars.fd",
+        f"if=virtio,format=raw,file={d}/disk.img",
+    ]
+    assert _opt(argv, "-netdev") == [f"stream,id=net0,server=off,addr.type=unix,addr.path={r}/gvproxy.sock"]
+    assert _opt(argv, "-fw_cfg") == [f"name=opt/com.coreos/config,file={d}/config.ign"]
+    assert _opt(argv, "-virtfs") == [
+        "local,path=/Users/me/a,,b,mount_tag=fpvm0,security_model=none,id=fpvm0,readonly=on"
+    ]
+    assert _opt(argv, "-chardev") == [
+        f"socket,id=ready,path={r}/ready.sock,server=on,wait=off",
+        f"socket,id=console,path={r}/console.sock,server=on,wait=off,logfile={d}/console.log,logappend=on",
+    ]
+    assert _opt(argv, "-qmp") == [f"unix:{r}/qmp.sock,server=on,wait=off"]
+    assert _opt(argv, "-pidfile") == [str(paths.pidfile)]
+    # gvproxy takes a URL, not a QEMU option string.
+    assert plan.gvproxy_argv is not None and f"unix://{paths.gvproxy_sock}" in plan.gvproxy_argv

@@ -4,11 +4,16 @@ Each test runs the printed argv with ``-S`` (CPUs never start, so no guest code 
 nothing) and inspects the machine over QMP: the 9p devices carry fpvm's tags, the virtio-serial port
 has the name podman's readiness protocol uses, and on x86 the Ignition config read back through
 fw_cfg is byte for byte the file fpvm wrote.
+
+Every path fpvm puts into an option string carries a comma here (data folder ``da,ta``, runtime folder
+``r,un``, volume sources ``r,w``): QEMU reads ``,,`` as a literal comma, and an unescaped one would end
+the value (QEMU then refuses the argv or opens the wrong file, which the fw_cfg read-back would show).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import subprocess
@@ -19,8 +24,8 @@ from pathlib import Path
 import pytest
 from machine_helpers import fpvm
 
+from fpvm.fwcfg.qmp import QmpClient
 from fpvm.machine import qemu, state
-from fpvm.machine.qmp import QMP
 
 pytest_plugins = ["machine_support"]
 
@@ -28,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 
 @contextlib.contextmanager
-def running(argv: list[str], qmp_path: Path) -> Iterator[QMP]:
+def running(argv: list[str], qmp_path: Path) -> Iterator[QmpClient]:
     proc = subprocess.Popen(
         [*argv, "-S"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -40,11 +45,22 @@ def running(argv: list[str], qmp_path: Path) -> Iterator[QMP]:
                 pytest.fail(f"QEMU refused the argv (status {proc.returncode}):\n{out}\n{shlex.join(argv)}")
             assert time.monotonic() < end, "QEMU did not open its QMP socket"
             time.sleep(0.05)
-        with QMP(qmp_path) as q:
+        with QmpClient(str(qmp_path)) as q:
             yield q
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.fixture
+def comma_env(machine_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """machine_env with a comma in the data and runtime folders (both under machine_env's /tmp dir)."""
+    base = Path(os.environ["XDG_RUNTIME_DIR"]).parent
+    run = base / "r,un"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_DATA_HOME", str(base / "da,ta"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    return machine_env
 
 
 def _dry_run(name: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -55,7 +71,7 @@ def _dry_run(name: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
     return shlex.split(lines[0])
 
 
-def _check_devices(q: QMP, volumes: dict[str, bool]) -> None:
+def _check_devices(q: QmpClient, volumes: dict[str, bool]) -> None:
     qtree = q.hmp("info qtree")
     tags = re.findall(r'mount_tag = "([^"]+)"', qtree)
     assert sorted(tags) == sorted(volumes)
@@ -67,12 +83,12 @@ def _check_devices(q: QMP, volumes: dict[str, bool]) -> None:
 
 
 def test_x86_64_argv_accepted_by_qemu(
-    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]
+    comma_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from fpvm import fwcfg
 
-    ro = machine_env / "ro"
-    rw = machine_env / "rw"
+    ro = comma_env / "r,o"
+    rw = comma_env / "r,w"
     ro.mkdir()
     rw.mkdir()
     assert (
@@ -101,9 +117,17 @@ def test_x86_64_argv_accepted_by_qemu(
     assert argv[0].endswith("qemu-system-x86_64")
     assert argv[argv.index("-accel") + 1] == "tcg" and argv[argv.index("-machine") + 1] == "q35"
     paths = state.Paths.of("x")
+    assert "," in str(paths.dir) and "," in str(paths.run)
+    assert f"if=virtio,format=raw,file={str(paths.disk).replace(',', ',,')}" in argv
     paths.run.mkdir(parents=True)
     with running(argv, paths.qmp) as q:
         _check_devices(q, {"fpvm0": False, "fpvm1": True})
+        # QEMU opened the files at the paths fpvm meant, commas included.
+        blocks = [b["inserted"]["file"] for b in q.execute("query-block") if "inserted" in b]
+        assert str(paths.disk) in blocks
+        chardevs = {c["label"]: c["filename"] for c in q.execute("query-chardev")}
+        assert str(paths.ready) in chardevs["ready"] and str(paths.console) in chardevs["console"]
+        assert paths.pidfile.is_file() and paths.console_log.is_file()
         pci = [d for bus in q.execute("query-pci") for d in bus["devices"]]
         ninep = [d for d in pci if d["id"]["vendor"] == 0x1AF4 and d["id"]["device"] in (0x1009, 0x1049)]
         assert len(ninep) == 2
@@ -116,13 +140,13 @@ def test_x86_64_argv_accepted_by_qemu(
 
 
 def test_aarch64_argv_accepted_by_qemu(
-    machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    comma_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Homebrew-shaped firmware (a 64 MiB pflash image): code read-only, a vars store per machine."""
     firmware = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
     assert firmware.stat().st_size == qemu.PFLASH_SIZE, "Debian's AAVMF is the pflash-shaped edk2 here"
     monkeypatch.setenv("FPVM_FIRMWARE", str(firmware))
-    share = machine_env / "share"
+    share = comma_env / "sh,are"
     share.mkdir()
     assert (
         fpvm(
@@ -149,6 +173,7 @@ def test_aarch64_argv_accepted_by_qemu(
     assert argv[argv.index("-machine") + 1] == "virt,gic-version=max"
     assert f"if=pflash,format=raw,unit=0,readonly=on,file={firmware}" in argv
     paths = state.Paths.of("a")
+    assert "," in str(paths.efi_vars)
     paths.run.mkdir(parents=True)
     with running(argv, paths.qmp) as q:
         _check_devices(q, {"fpvm0": False})

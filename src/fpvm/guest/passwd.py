@@ -478,10 +478,13 @@ class UserAction(Action):
         if shell is not None and cur.shell != shell:
             args += ["-s", shell]
         if args:
+            old_uid, home = cur.uid, cur.home
             ctx.run(pw(ctx, "usermod", "-n", self.name, *args))
             changed = True
             if ctx.recording:
                 self._stage_mod(acc, cur, args)
+            if "-u" in args and self.uid is not None:
+                rehome(ctx, home, old_uid, self.uid)
         if self.password_hash and cur.password != self.password_hash:
             ctx.run(pw(ctx, "usermod", "-n", self.name, "-H", "0"), input=self.password_hash.encode())
             changed = True
@@ -515,6 +518,45 @@ class UserAction(Action):
             acc.set_members(cur.name, opts["-G"].split(","))
         if "-s" in opts:
             cur.shell = opts["-s"]
+
+
+def rehome(ctx: ApplyContext, home: str, old_uid: int, new_uid: int) -> int:
+    """After a uid change, give the home tree's files of ``old_uid`` to ``new_uid``; returns the count.
+
+    pw(8) changes the account only; without this, sshd's StrictModes would refuse the user's own
+    ``.ssh`` (now owned by a stranger). Symlinks are not followed and other file systems (a host
+    folder mounted inside the home) are left alone.
+    """
+    if not ctx.root.can_chown or not home.startswith("/"):
+        return 0
+    import os
+
+    try:
+        top = str(ctx.root.host(home, follow_last=True))
+        top_dev = os.lstat(top).st_dev
+    except (OSError, ValueError):
+        return 0
+    import stat
+
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        entries = [dirpath, *(os.path.join(dirpath, f) for f in filenames)]
+        keep = []
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                entries.append(path)  # a link to a directory: its own owner only
+            elif st.st_dev == top_dev:
+                keep.append(name)  # walked (and chowned as its own dirpath)
+        dirnames[:] = keep
+        for path in entries:
+            if os.lstat(path).st_uid == old_uid:
+                os.lchown(path, new_uid, -1)
+                count += 1
+    if count:
+        ctx.log.info(f"{home}: {count} entries of uid {old_uid} now belong to uid {new_uid}")
+    return count
 
 
 def map_groups(groups: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -16,7 +16,6 @@ are excluded from that promise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -61,6 +60,18 @@ class Outcome:
         lines += [f"  warning: {w}" for w in self.warning_lines[:SUMMARY_LINES]]
         lines += [f"  FAILED: {d}: {e}" for d, e in self.failed]
         return "\n".join(lines)
+
+
+def sha256_hex(data: bytes) -> str:
+    """sha256 without importing hashlib, which loads OpenSSL (milliseconds on every boot)."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # CPython 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.12+
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+    return str(sha256(data).hexdigest())
 
 
 def load_config(data: bytes) -> tuple[Any, list[str]]:
@@ -123,7 +134,7 @@ def provision(
                 out.changed.append(action.describe())
         if ready:
             _ready(ctx)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         if ctx.state.get("config_sha256") != digest:
             ctx.state.set("config_sha256", digest)
         if ctx.state.get("provisioned") is None and not out.failed:

@@ -14,6 +14,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fpvm.fsutil import atomic_write, fsync_dir
@@ -99,7 +100,7 @@ def download(url: str, dest: Path, sha256: str, show_progress: bool = True) -> b
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response, tmp.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with _progress(dest.name, total, show_progress) as advance:
+            with progress(dest.name, total, show_progress) as advance:
                 while chunk := response.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
@@ -122,8 +123,11 @@ def download(url: str, dest: Path, sha256: str, show_progress: bool = True) -> b
 
 
 @contextlib.contextmanager
-def _progress(label: str, total: int | None, enabled: bool):  # type: ignore[no-untyped-def]
-    """A rich progress bar on stderr (or nothing when disabled or not a terminal)."""
+def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (or nothing when disabled or not a terminal); yields ``advance(n)``.
+
+    Shared with ``fpvm machine init`` (fpvm.machine.image), which streams its image through it.
+    """
     if not enabled:
         yield lambda _n: None
         return
@@ -147,6 +151,6 @@ def _progress(label: str, total: int | None, enabled: bool):  # type: ignore[no-
         console=console,
         transient=not console.is_terminal,
         disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

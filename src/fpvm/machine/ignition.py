@@ -33,8 +33,12 @@ def data_url(text: str) -> str:
     return "data:," + urllib.parse.quote(text, safe="/=:,;@&+$!*'()~")
 
 
-def make_key(path: Path) -> str:
-    """Create an ed25519 key pair at ``path`` with ssh-keygen; return the public key line."""
+def make_key(path: Path, comment: str) -> str:
+    """Create an ed25519 key pair at ``path`` with ssh-keygen; return the public key line.
+
+    ``comment`` is given by the caller (``fpvm-NAME``) rather than taken from the folder: init builds
+    the machine in a temporary folder, and the comment ends up in the guest's authorized_keys.
+    """
     try:
         result = subprocess.run(
             [
@@ -45,7 +49,7 @@ def make_key(path: Path) -> str:
                 "-t",
                 "ed25519",
                 "-C",
-                f"fpvm-{path.parent.name}",
+                comment,
                 "-f",
                 str(path),
             ],

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from fpvm.image.download import progress
 from fpvm.machine.errors import MachineError
 
 CHUNK = 1 << 20
@@ -158,39 +159,14 @@ def _open_source(source: str) -> Iterator[tuple[IO[bytes], int | None, str]]:
         yield fh, path.stat().st_size, path.name
 
 
-def _progress(total: int | None, label: str) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
 def acquire(source: str, dest: Path) -> str:
     """Copy or download ``source`` into ``dest``, decompressed; return the disk format (raw/qcow2).
 
     Raises MachineError when the source is missing, unreadable, corrupt or not a disk image; ``dest``
     may then hold a partial file, which the caller's temporary directory takes away.
     """
-    with _open_source(source) as (raw, size, label), _progress(size, label) as progress:
-        task = progress.add_task(f"image {label}", total=size)
-        counting = _Counting(raw, lambda n: progress.advance(task, n))
+    with _open_source(source) as (raw, size, label), progress(f"image {label}", size) as advance:
+        counting = _Counting(raw, advance)
         sniff = _read_full(counting, 8)
         kind = compression_of(sniff)
         stream = _decompressor(kind, _Peeked(sniff, counting))  # type: ignore[arg-type]

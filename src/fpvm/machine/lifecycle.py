@@ -24,10 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from fpvm.fwcfg.protocol import FwCfgError
+from fpvm.fwcfg.qmp import QmpClient
+from fpvm.guest.mounts import MountError, check_target
 from fpvm.machine import connection, image, qemu
 from fpvm.machine import ignition as ign
 from fpvm.machine.errors import MachineError
-from fpvm.machine.qmp import QMP, QMPError
 from fpvm.machine.state import (
     Machine,
     Paths,
@@ -47,6 +49,7 @@ DEFAULT_DISK = 20
 READY_TIMEOUT = 300
 READY_TIMEOUT_TCG = 1200
 STOP_TIMEOUT = 60
+QMP_TIMEOUT = 5.0
 TAIL_LINES = 25
 ESCAPE = b"\x1d"  # Ctrl-]
 
@@ -81,9 +84,14 @@ def parse_volume(spec: str, index: int) -> Volume:
         raise MachineError(f"volume {spec!r}: source {src} is not a folder (9p shares folders)")
     if not dst.startswith("/") or dst.rstrip("/") == "":
         raise MachineError(f"volume {spec!r}: target {dst!r} must be an absolute path other than /")
-    if any(c in str(src) for c in ",\n"):
-        raise MachineError(f"volume {spec!r}: QEMU cannot share a path containing ',' or a newline")
-    return Volume(source=str(src.resolve()), target=dst.rstrip("/"), readonly=readonly, tag=f"fpvm{index}")
+    try:
+        # The guest's own rule: a target it refuses makes it reject the whole config (no users, no keys).
+        target = check_target(dst)
+    except MountError as exc:
+        raise MachineError(f"volume {spec!r}: {exc}") from None
+    if "\n" in str(src):
+        raise MachineError(f"volume {spec!r}: QEMU cannot share a path containing a newline")
+    return Volume(source=str(src.resolve()), target=target, readonly=readonly, tag=f"fpvm{index}")
 
 
 def port_free(port: int) -> bool:
@@ -158,7 +166,7 @@ def init(
             # sparse, so it costs nothing when -bios firmware is used instead.
             with (work / "efi-vars.fd").open("wb") as fh:
                 fh.truncate(qemu.PFLASH_SIZE)
-        pubkey = ign.make_key(work / "id_ed25519")
+        pubkey = ign.make_key(work / "id_ed25519", f"fpvm-{name}")
         uid = _host_uid()
         config = ign.build(pubkey, uid, vols, ign.host_timezone())
         from fpvm.fsutil import atomic_write
@@ -456,9 +464,9 @@ def stop(name: str, timeout: float = STOP_TIMEOUT, force: bool = False) -> int:
     with _StatusLine() as status:
         if not force:
             try:
-                with QMP(paths.qmp) as q:
+                with QmpClient(str(paths.qmp), timeout=QMP_TIMEOUT) as q:
                     q.execute("system_powerdown")
-            except QMPError as exc:
+            except FwCfgError as exc:
                 _warn(str(exc))
             start = time.monotonic()
             while pid_alive(pid) and time.monotonic() - start < timeout:
@@ -469,7 +477,10 @@ def stop(name: str, timeout: float = STOP_TIMEOUT, force: bool = False) -> int:
         if pid_alive(pid):
             if not force:
                 _warn(f"{name} did not power off within {timeout:.0f} s: quitting QEMU")
-            with contextlib.suppress(QMPError, OSError), QMP(paths.qmp) as q:
+            with (
+                contextlib.suppress(FwCfgError, OSError),
+                QmpClient(str(paths.qmp), timeout=QMP_TIMEOUT) as q,
+            ):
                 q.execute("quit")
             if not _wait_for(lambda: not pid_alive(pid), 10):
                 with contextlib.suppress(OSError):

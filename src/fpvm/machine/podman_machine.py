@@ -22,6 +22,7 @@ from typing import Any
 
 from fpvm.fsutil import atomic_write
 from fpvm.machine.errors import MachineError
+from fpvm.machine.qemu import opt
 from fpvm.machine.state import pid_alive, read_pid, socket_listening
 
 CONSOLE_ID = "fpvmconsole"
@@ -173,7 +174,7 @@ class PodmanMachine:
 def console_args(sock: Path, log: Path) -> list[str]:
     return [
         "-chardev",
-        f"socket,id={CONSOLE_ID},path={sock},server=on,wait=off,logfile={log},logappend=on",
+        f"socket,id={CONSOLE_ID},path={opt(sock)},server=on,wait=off,logfile={opt(log)},logappend=on",
         "-serial",
         f"chardev:{CONSOLE_ID}",
     ]

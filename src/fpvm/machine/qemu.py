@@ -67,6 +67,16 @@ class Host:
         return cls(system=sys.platform, arch=archmod.host(), kvm=kvm_usable())
 
 
+def opt(value: object) -> str:
+    """A value for a QEMU option string (``key=value,key=value``): a ``,`` in it is written ``,,``.
+
+    Without this a data folder such as ``/Users/me/da,ta`` ends the value early: QEMU reads ``ta/...`` as
+    an option of its own and opens the wrong file. Values that go as a whole argument (``-pidfile``,
+    ``-bios``) are not option strings and stay as they are.
+    """
+    return str(value).replace(",", ",,")
+
+
 def kvm_usable() -> bool:
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
@@ -191,14 +201,14 @@ def build(
         if firmware.stat().st_size == PFLASH_SIZE:
             argv += [
                 "-drive",
-                f"if=pflash,format=raw,unit=0,readonly=on,file={firmware}",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={opt(firmware)}",
                 "-drive",
-                f"if=pflash,format=raw,unit=1,file={paths.efi_vars}",
+                f"if=pflash,format=raw,unit=1,file={opt(paths.efi_vars)}",
             ]
         else:
             argv += ["-bios", str(firmware)]
 
-    argv += ["-drive", f"if=virtio,format={machine.disk_format},file={paths.disk}"]
+    argv += ["-drive", f"if=virtio,format={machine.disk_format},file={opt(paths.disk)}"]
 
     net = network
     if net == "auto":
@@ -206,15 +216,15 @@ def build(
     if net == "gvproxy":
         if not gvproxy:
             raise MachineError("--network gvproxy: gvproxy not found (it comes with podman)")
-        argv += ["-netdev", f"stream,id=net0,server=off,addr.type=unix,addr.path={paths.gvproxy_sock}"]
+        argv += ["-netdev", f"stream,id=net0,server=off,addr.type=unix,addr.path={opt(paths.gvproxy_sock)}"]
     else:
         argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{machine.ssh_port}-:22"]
     argv += ["-device", f"virtio-net-pci,netdev=net0,mac={GVPROXY_MAC}"]
 
-    argv += ["-fw_cfg", f"name={CONFIG_FW_CFG},file={paths.config}"]
+    argv += ["-fw_cfg", f"name={CONFIG_FW_CFG},file={opt(paths.config)}"]
 
     for vol in machine.volumes:
-        spec = f"local,path={vol.source},mount_tag={vol.tag},security_model=none,id={vol.tag}"
+        spec = f"local,path={opt(vol.source)},mount_tag={vol.tag},security_model=none,id={vol.tag}"
         if vol.readonly:
             spec += ",readonly=on"
         argv += ["-virtfs", spec]
@@ -223,13 +233,14 @@ def build(
         "-device",
         "virtio-serial-pci,id=vser0",
         "-chardev",
-        f"socket,id=ready,path={paths.ready},server=on,wait=off",
+        f"socket,id=ready,path={opt(paths.ready)},server=on,wait=off",
         "-device",
         f"virtserialport,bus=vser0.0,chardev=ready,name={READY_PORT}",
         "-qmp",
-        f"unix:{paths.qmp},server=on,wait=off",
+        f"unix:{opt(paths.qmp)},server=on,wait=off",
         "-chardev",
-        f"socket,id=console,path={paths.console},server=on,wait=off,logfile={paths.console_log},logappend=on",
+        f"socket,id=console,path={opt(paths.console)},server=on,wait=off,logfile={opt(paths.console_log)},"
+        "logappend=on",
         "-serial",
         "chardev:console",
         "-display",
