@@ -199,3 +199,31 @@ def test_overwrite_false_keeps_a_different_existing_file(tmp_path: Path) -> None
     assert (root / "etc/motd").read_bytes() == b"admin's\n"
     assert "overwrite is false" in (root / "var/log/fpvm.log").read_text()
     assert "warning: /etc/motd: exists with other contents and overwrite is false" in res.stdout
+
+
+def test_planted_links_at_the_agents_own_files(tmp_path: Path) -> None:
+    """The log, state and report paths are the agent's: links planted there are not followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_bytes(b"keep")
+    root = make_root(tmp_path)
+    (root / "var/log/fpvm.log").symlink_to(str(victim))
+    (root / "var/db/fpvm").mkdir()
+    (root / "var/db/fpvm/state.json").symlink_to(str(victim))
+    conf = write_config(tmp_path / "c.ign", minimal(passwd={"users": [USER]}))
+    res = run_fpvm(
+        "guest",
+        "provision",
+        "--root",
+        str(root),
+        "--config",
+        str(conf),
+        "--record",
+        str(tmp_path / "r"),
+        "--no-ready",
+    )
+    assert "Traceback" not in res.stderr
+    assert victim.read_bytes() == b"keep"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert "cannot write the log" in res.stderr

@@ -114,7 +114,7 @@ class QmpClient:
         for expected in ids:
             while True:
                 message = self._message()
-                if "event" in message and False:
+                if "event" in message:
                     continue
                 break
             if message.get("id") != expected:

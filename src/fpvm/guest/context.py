@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -55,7 +56,10 @@ class Log:
             return
         root.makeparents(LOG_FILE)
         host = root.host(LOG_FILE)
-        with open(host, "a", encoding="utf-8") as fh:
+        # An append-only log is appended to, not rewritten; O_NOFOLLOW keeps a planted symlink at the
+        # log's path from sending the lines outside the root.
+        fd = os.open(host, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write("\n".join(self.lines) + "\n")
         root.set_attrs(LOG_FILE, 0o640, 0, 0)
         self.lines.clear()
@@ -70,7 +74,10 @@ class State:
 
     @classmethod
     def load(cls, root: RootFS) -> State:
-        raw = root.read_bytes(STATE_FILE)
+        try:
+            raw = root.read_bytes_nofollow(STATE_FILE)  # the agent's own file: a link there is not ours
+        except ValueError:  # an unsafe parent (planted link): start afresh, saving replaces the file
+            return cls()
         if raw is None:
             return cls()
         try:
