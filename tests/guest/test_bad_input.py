@@ -227,3 +227,28 @@ def test_planted_links_at_the_agents_own_files(tmp_path: Path) -> None:
     assert victim.read_bytes() == b"keep"
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]
     assert "cannot write the log" in res.stderr
+
+
+def test_planted_link_over_the_agents_directories(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = make_root(tmp_path)
+    (root / "var/log").rmdir()
+    (root / "var/log").symlink_to(str(outside))
+    (root / "var/db").rmdir()
+    (root / "var/db").symlink_to(str(outside))
+    conf = write_config(tmp_path / "c.ign", minimal(passwd={"users": [USER]}))
+    res = run_fpvm(
+        "guest",
+        "provision",
+        "--root",
+        str(root),
+        "--config",
+        str(conf),
+        "--record",
+        str(tmp_path / "r"),
+        "--no-ready",
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and "cannot write the log" in res.stderr
+    assert list(outside.iterdir()) == []

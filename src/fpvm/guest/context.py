@@ -51,11 +51,14 @@ class Log:
         self._add("ERROR", msg)
 
     def flush(self, root: RootFS) -> None:
-        """Append the collected lines to the root's log file (mode 0640 root:wheel)."""
+        """Append the collected lines to the root's log file (mode 0640 root:wheel); OSError if it cannot."""
         if not self.lines:
             return
-        root.makeparents(LOG_FILE)
-        host = root.host(LOG_FILE)
+        try:
+            root.makeparents(LOG_FILE)
+            host = root.host(LOG_FILE)
+        except ValueError as exc:  # an unsafe path (planted link): callers handle OSError
+            raise OSError(str(exc)) from exc
         # An append-only log is appended to, not rewritten; O_NOFOLLOW keeps a planted symlink at the
         # log's path from sending the lines outside the root.
         fd = os.open(host, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)

@@ -124,6 +124,8 @@ def go_quote(s: str) -> str:
             out.append("\\t")
         elif ch == "\r":
             out.append("\\r")
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
         elif code < 0x20 or code == 0x7F:
             out.append(f"\\x{code:02x}")
         elif ch == "\ufffd" or not ch.isprintable():

@@ -153,6 +153,7 @@ def _quote_char(data: bytes, i: int) -> str:
 def _quote_text(text: str) -> str:
     """Go's jsonwire quoting of invalid text: backquoted unless it holds spaces or unprintables."""
     if any(c == "`" or c == "\ufffd" or c.isspace() or not c.isprintable() for c in text):
+        # Undecodable bytes arrive as surrogate escapes; Go prints them as \xNN.
         from fpvm.ignition.gocompat import go_quote
 
         return go_quote(text)
@@ -203,9 +204,9 @@ def go_syntax_error(data: bytes) -> str | None:
                         continue
                     if len(digits) < 4 and all(d in b"0123456789abcdefABCDEF" for d in digits):
                         raise _GoSyntax("unexpected end of JSON input")
-                    seq = data[i : i + 6].decode("utf-8", "replace")
+                    seq = data[i : i + 6].decode("utf-8", "surrogateescape")
                 else:
-                    seq = data[i : i + 2].decode("utf-8", "replace")
+                    seq = data[i : i + 2].decode("utf-8", "surrogateescape")
                 raise _GoSyntax(f"invalid escape sequence {_quote_text(seq)} in string")
             if c < 0x20:
                 raise bad("in string")

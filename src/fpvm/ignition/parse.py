@@ -68,7 +68,7 @@ def _run(data: bytes) -> tuple[Config | None, Report]:
     validate.validate(cfg, version, report, present)
     if not report.valid:
         return None, report
-    return translate.translate(cfg, version, declared), report
+    return translate.translate(cfg, version), report
 
 
 INTERNAL = "internal error while reading the config"

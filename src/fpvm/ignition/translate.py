@@ -11,6 +11,7 @@ from __future__ import annotations
 from fpvm.ignition.model import NEWEST, Config, Directory, File, Version
 
 NEWEST_VERSION = f"{NEWEST[0]}.{NEWEST[1]}.0"
+EXPERIMENTAL_VERSION = "3.7.0-experimental"
 
 
 def fill_plain_strings(cfg: Config, version: Version, present: set[str]) -> None:
@@ -33,12 +34,13 @@ def fill_plain_strings(cfg: Config, version: Version, present: set[str]) -> None
                 custom.config = custom.config if custom.config is not None else ""
 
 
-def translate(cfg: Config, version: Version, declared: str) -> Config:
+def translate(cfg: Config, version: Version) -> Config:
     """Translate ``cfg`` (validated at ``version``) to the newest spec, in place."""
     if version < (3, 6):
         nodes: list[File | Directory] = [*cfg.storage.files, *cfg.storage.directories]
         for node in nodes:
             if node.mode is not None:
                 node.mode &= ~0o7000
-    cfg.ignition.version = declared if version > NEWEST else NEWEST_VERSION
+    # Upstream writes its MaxVersion's canonical string ("03.2.0" becomes "3.6.0").
+    cfg.ignition.version = EXPERIMENTAL_VERSION if version > NEWEST else NEWEST_VERSION
     return cfg
