@@ -54,3 +54,20 @@ def test_atomic_write_replaces_and_sets_mode(tmp_path: Path) -> None:
     assert target.read_bytes() == b"new"
     assert (target.stat().st_mode & 0o7777) == 0o600
     assert os.listdir(tmp_path) == ["f"]
+
+
+def test_atomic_write_unsynced_is_still_a_rename(tmp_path: Path) -> None:
+    target = tmp_path / "g"
+    fsutil.atomic_write(target, b"data", mode=0o640, sync=False)
+    assert target.read_bytes() == b"data"
+    assert (target.stat().st_mode & 0o7777) == 0o640
+    assert os.listdir(tmp_path) == ["g"]
+
+
+def test_atomic_write_failure_leaves_no_temporary(tmp_path: Path) -> None:
+    # The rename fails (the target is a non-empty directory): the temporary file must not be left.
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "x").write_text("")
+    with pytest.raises(OSError):
+        fsutil.atomic_write(tmp_path / "h", b"x")
+    assert sorted(os.listdir(tmp_path)) == ["h"]
