@@ -225,3 +225,8 @@ def test_uid_change_moves_the_home_tree(root: Path) -> None:
         assert p.lstat().st_uid == 501, p
     assert (home / "other").stat().st_uid == 4242
     assert (home / ".ssh/authorized_keys").read_text() == f"ssh-rsa AAAA old\n{KEY}\n"
+
+
+def test_negative_uid_is_invalid() -> None:
+    with pytest.raises(PlanError, match=r"\$\.passwd\.users\[0\]\.uid"):
+        build_plan(_users(PasswdUser(name="core", uid=-1)))

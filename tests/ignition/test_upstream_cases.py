@@ -58,3 +58,18 @@ def test_recorded_cases_cover_both_verdicts_for_every_version() -> None:
     for version in ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0", "3.6.0", "3.7.0-experimental"):
         verdicts = {r["valid"] for r in rows if r["name"].startswith(version + "/")}
         assert verdicts == {True, False}, version
+
+
+def test_every_upstream_message_was_confirmed_by_upstream() -> None:
+    # Each message fpvm can report for a rule appears in an entry both engines reported, so no rule is
+    # only checked against our own reading of the upstream code.
+    from fpvm.ignition import validate
+
+    confirmed = set()
+    for path in CASES.glob("*.jsonl.gz"):
+        for row in _load(path.name):
+            confirmed.update(message for _, message in row.get("errors", []) + row.get("warnings", []))
+    messages = {value for name, value in vars(validate).items() if name.isupper() and isinstance(value, str)}
+    messages |= {message for _, message in validate.FS_LABEL_LIMITS.values()}
+    assert len(messages) > 70
+    assert messages <= confirmed, sorted(messages - confirmed)

@@ -165,6 +165,9 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
         if why:
             b.fail(f"{where}.name", f"group name {group.name!r} would be refused by pw: {why}")
             continue
+        if group.gid is not None and not 0 <= group.gid < 2**32 - 1:
+            b.fail(f"{where}.gid", f"gid {group.gid} is not a valid FreeBSD gid")
+            continue
         if group.should_exist is False:
             b.actions.append(Note(f"group {group.name}", "shouldExist false: groups are not removed", where))
             continue
@@ -182,6 +185,8 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
             problem = passwd.check_field(value, what) if value is not None else None
             if problem:
                 b.fail(f"{where}.{what}", problem)
+        if user.uid is not None and not 0 <= user.uid < 2**32 - 1:
+            b.fail(f"{where}.uid", f"uid {user.uid} is not a valid FreeBSD uid")
         if user.home_dir is not None and not user.home_dir.startswith("/"):
             b.fail(f"{where}.homeDir", "must be an absolute path")
         if user.password_hash is not None and passwd.check_field(user.password_hash, "passwordHash"):
