@@ -230,3 +230,10 @@ def test_uid_change_moves_the_home_tree(root: Path) -> None:
 def test_negative_uid_is_invalid() -> None:
     with pytest.raises(PlanError, match=r"\$\.passwd\.users\[0\]\.uid"):
         build_plan(_users(PasswdUser(name="core", uid=-1)))
+
+
+def test_username_without_groups_still_gets_sudo(root: Path) -> None:
+    """podman 4.8 `--username bob`: bob has the uid and key but no groups; podman still runs sudo as bob."""
+    _apply(root, _users(PasswdUser(name="bob", uid=501, ssh_authorized_keys=[KEY]), PasswdUser(name="root")))
+    text = (root / "usr/local/etc/sudoers.d/fpvm-podman").read_text()
+    assert text.splitlines()[1:] == ["bob ALL=(ALL:ALL) NOPASSWD: ALL"]

@@ -235,3 +235,11 @@ def test_recipe_defaults_follow_the_host() -> None:
     r = recipe.from_args(args, "Linux", "amd64")
     assert r.output_name == "fpvm-15.1-RELEASE-amd64.raw.zst"
     assert r.pkg_repos()["FreeBSD-base"] == "pkg+https://pkg.FreeBSD.org/FreeBSD:15:amd64/base_release_1"
+
+
+def test_zstd_level_option(tmp_path: Path) -> None:
+    lines = _plan(tmp_path, "--method", "pkgbase", "--arch", "amd64", "--zstd-level", "3")
+    assert "(zstd level 3, all cores)" in lines[-2]
+    assert "(zstd level 19, all cores)" in _plan(tmp_path, "--method", "pkgbase", "--arch", "amd64")[-2]
+    status, _, stderr = run_fpvm(["build", "--dry-run", "--zstd-level", "23"])
+    assert status == 2 and "zstd levels go from 1 to 22" in stderr

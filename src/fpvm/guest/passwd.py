@@ -51,7 +51,6 @@ GROUP_MAP: dict[str, str] = {
     "systemd-journal": "operator",
     "root": "wheel",  # Linux's gid 0 group is FreeBSD's wheel
 }
-SUDO_GROUPS = frozenset({"sudo", "wheel"})
 DEFAULT_SHELL = "/bin/sh"
 
 # pw_checkname(): these characters are refused anywhere in a name ('$' is allowed only at the end).

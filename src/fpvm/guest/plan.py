@@ -227,7 +227,9 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
                     user.name, list(user.ssh_authorized_keys), user.home_dir, f"{where}.sshAuthorizedKeys"
                 )
             )
-        if not is_root and (user.name == "core" or any(g in passwd.SUDO_GROUPS for g in user.groups)):
+        if not is_root:
+            # Every account in the config is one podman logs in as (`core`, or `--username`'s user,
+            # with or without podman's sudo groups depending on the version), and podman runs sudo.
             if passwd.sudoers_safe(user.name):
                 sudo_users.append(user.name)
             else:

@@ -3,8 +3,9 @@
 podman runs ``sudo mount ...``, ``sudo chattr ...`` as its user over ssh with no terminal, so a
 password prompt would hang the machine start. FCOS gets this from ``wheel``; FreeBSD's sudo port
 ships its sudoers with the ``%wheel NOPASSWD`` line commented out, so the agent writes one small
-file naming exactly the users that need it. sudo ignores files in sudoers.d whose name contains a
-``.`` or ends in ``~``, hence the plain name. Mode 0440 root:wheel, as visudo expects.
+file naming the config's accounts (root aside): each is one podman logs in as. sudo ignores files
+in sudoers.d whose name contains a ``.`` or ends in ``~``, hence the plain name. Mode 0440
+root:wheel, as visudo expects.
 """
 
 from __future__ import annotations

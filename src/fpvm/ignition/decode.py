@@ -10,23 +10,20 @@ from the ``since`` metadata in ``model``.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
-from dataclasses import dataclass
-from typing import Any
+import sys
+from typing import Any, NamedTuple
 
 from fpvm.ignition import model
 from fpvm.ignition.errors import Report
 from fpvm.ignition.jsonread import Num, Obj, clean_str
 from fpvm.ignition.model import Version
+from fpvm.ignition.records import dataclass, field, record_fields
 
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-@dataclass(frozen=True)
-class FieldSpec:
+class FieldSpec(NamedTuple):
     attr: str
     key: str
     since: Version
@@ -43,28 +40,36 @@ def fields_of(cls: type[Any]) -> tuple[FieldSpec, ...]:
     cached = _FIELDS.get(cls)
     if cached is not None:
         return cached
-    hints = typing.get_type_hints(cls)
+    namespace = vars(sys.modules[cls.__module__])
     out = []
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        item: type[Any] | None = None
-        pointer = False
-        if origin is list:
-            kind = "list"
-            item = args[0] if isinstance(args[0], type) and dataclasses.is_dataclass(args[0]) else None
-        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            kind, item = "obj", hint
-        else:
-            base = hint
-            if origin in (typing.Union, types.UnionType):
-                pointer = True
-                base = next(a for a in args if a is not type(None))
-            kind = {str: "str", int: "int", bool: "bool"}[base]
+    for f in record_fields(cls):
+        kind, pointer, item = _hint(f.type, namespace)
         out.append(FieldSpec(f.name, f.metadata["json"], f.metadata["since"], kind, pointer, item))
     _FIELDS[cls] = tuple(out)
     return _FIELDS[cls]
+
+
+def _hint(hint: Any, namespace: dict[str, Any]) -> tuple[str, bool, type[Any] | None]:
+    """(kind, pointer, item) of one field's annotation, as written in ``model`` (a string there).
+
+    The model's annotations are only ``str``/``int``/``bool``, ``X | None``, ``list[str]``,
+    ``list[Model]`` and ``Model``; reading them as text spares the guest ``typing.get_type_hints``
+    (an ``eval`` per field) on every run.
+    """
+    text = hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))
+    if text.startswith("list[") and text.endswith("]"):
+        inner = text[5:-1].strip()
+        return "list", False, None if inner == "str" else namespace[inner]
+    pointer = text.endswith(" | None")
+    base = text.removesuffix(" | None").strip()
+    if base in _SCALARS:
+        return _SCALARS[base], pointer, None
+    if pointer:
+        raise TypeError(f"unsupported model annotation {text!r}")
+    return "obj", False, namespace[base]
+
+
+_SCALARS = {"str": "str", "int": "int", "bool": "bool"}
 
 
 def _fold(s: str) -> str:
@@ -117,7 +122,7 @@ class Decoder:
     version: Version
     report: Report
     top: str = "Config"
-    present: set[str] = dataclasses.field(default_factory=set)
+    present: set[str] = field(default_factory=set)
 
     def _known(self, cls: type[Any], spec: FieldSpec, ctx: str) -> bool:
         if spec.since <= self.version:
@@ -267,12 +272,12 @@ class Decoder:
 
 @dataclass
 class _IgnitionStub:
-    version: str = dataclasses.field(default="", metadata={"json": "version", "since": (3, 0)})
+    version: str = field(default="", metadata={"json": "version", "since": (3, 0)})
 
 
 @dataclass
 class _VersionStub:
-    ignition: _IgnitionStub = dataclasses.field(
+    ignition: _IgnitionStub = field(
         default_factory=_IgnitionStub, metadata={"json": "ignition", "since": (3, 0)}
     )
 

@@ -7,8 +7,9 @@ sees all problems of a config at once; the same shape is kept here. Paths are JS
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
+
+from fpvm.ignition.records import dataclass, field
 
 Kind = Literal["error", "warning"]
 

@@ -13,7 +13,7 @@ validation collects every finding.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # --- path ------------------------------------------------------------------------------------------
 
@@ -78,8 +78,9 @@ def parse_int(s: str) -> int | None:
 _IDENT = re.compile(r"[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*")
 
 
-@dataclass(frozen=True)
-class SemVer:
+class SemVer(NamedTuple):
+    """A parsed version (immutable, usable as a key; a NamedTuple: cheaper to declare than a dataclass)."""
+
     major: int
     minor: int
     patch: int

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import threading
 from typing import Any
 
 MAX_DEPTH = 10000
@@ -84,6 +83,8 @@ def _loads_deep(text: str) -> Any:
             error.append(exc)
         finally:
             sys.setrecursionlimit(old)
+
+    import threading  # only for documents nested deeper than the default stack allows
 
     old_size = threading.stack_size()
     try:

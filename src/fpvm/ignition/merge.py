@@ -22,11 +22,11 @@ The result may be invalid even when both inputs are valid (upstream says so too)
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fpvm.ignition import model
+from fpvm.ignition.records import is_record, record_fields
 
 T = TypeVar("T")
 
@@ -96,7 +96,7 @@ def _merge_object(parent: T, child: T) -> T:
     shared = _SHARED.get(cls, {})
     # Every keyed entry of the child's lists, by (key space, key): the list it is in and the entry.
     child_index: dict[tuple[str, str], tuple[str, Any]] = {}
-    for f in dataclasses.fields(child):  # type: ignore[arg-type]
+    for f in record_fields(child):
         value = getattr(child, f.name)
         if isinstance(value, list) and f.name not in appended:
             space = shared.get(f.name, f.name)
@@ -104,7 +104,7 @@ def _merge_object(parent: T, child: T) -> T:
                 child_index[(space, _key(item))] = (f.name, item)
 
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(parent):  # type: ignore[arg-type]
+    for f in record_fields(parent):
         p = getattr(parent, f.name)
         c = getattr(child, f.name)
         if isinstance(p, list):
@@ -112,7 +112,7 @@ def _merge_object(parent: T, child: T) -> T:
                 values[f.name] = copy.deepcopy(p) + copy.deepcopy(c)
             else:
                 values[f.name] = _merge_list(f.name, shared.get(f.name, f.name), p, c, child_index)
-        elif dataclasses.is_dataclass(p):
+        elif is_record(p):
             values[f.name] = _merge_object(p, c)
         elif f.default is None:
             values[f.name] = p if c is None else c
@@ -139,7 +139,7 @@ def _merge_list(
             continue  # replaced by an entry of a sibling list (file -> link...); added with that list
         if isinstance(child_item, model.HTTPHeader) and child_item.value is None:
             continue  # a header without a value removes the parent's header
-        if dataclasses.is_dataclass(child_item):
+        if is_record(child_item):
             result.append(_merge_object(item, child_item))
         else:
             result.append(child_item)

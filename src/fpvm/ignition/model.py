@@ -12,8 +12,9 @@ warning, as upstream), so there is exactly one description of the spec's shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from fpvm.ignition.records import dataclass, field
 
 Version = tuple[int, int]
 

@@ -9,10 +9,10 @@ buffer happens to be filled, so the buffer is modelled too, to reject exactly th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fpvm.ignition.gocompat import go_quote
+from fpvm.ignition.records import dataclass, field
 
 _BUF = 4096
 _LINE_MAX = 2048

@@ -63,7 +63,7 @@ def plan_build(recipe: rcp.Recipe, work: Path, status: bool = True) -> list[Step
             recipe, work, cache, raw, serial_log_path(recipe), recipe.wheel, status=status
         )
     return steps + outputs.output_steps(
-        raw, recipe.output_dir, recipe.image_name, recipe.format, recipe.compress
+        raw, recipe.output_dir, recipe.image_name, recipe.format, recipe.compress, recipe.zstd_level
     )
 
 

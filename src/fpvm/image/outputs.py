@@ -109,7 +109,9 @@ def remove(paths: Iterable[Path]) -> None:
             path.unlink()
 
 
-def output_steps(raw: Path, output_dir: Path, image_name: str, fmt: str, compression: str) -> list[Step]:
+def output_steps(
+    raw: Path, output_dir: Path, image_name: str, fmt: str, compression: str, zstd_level: int = ZSTD_LEVEL
+) -> list[Step]:
     """Steps turning the built ``raw`` image into the deliverables in ``output_dir``."""
     steps: list[Step] = []
     image = output_dir / image_name
@@ -124,11 +126,12 @@ def output_steps(raw: Path, output_dir: Path, image_name: str, fmt: str, compres
     final = image
     if compression != "none":
         final = image.with_name(image.name + f".{compression}")
-        how = f"zstd level {ZSTD_LEVEL}, all cores" if compression == "zst" else f"xz preset {XZ_PRESET}"
+        how = f"zstd level {zstd_level}, all cores" if compression == "zst" else f"xz preset {XZ_PRESET}"
+        level = zstd_level if compression == "zst" else None
         target = final
 
         def squeeze() -> None:
-            compress(image, target, compression)
+            compress(image, target, compression, level)
             image.unlink()
 
         steps.append(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from fpvm.guest.rootfs import RootFS
@@ -19,16 +18,28 @@ from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
 LOG_FILE = "/var/log/fpvm.log"
 
 
-@dataclass
 class Shim:
-    """One invocation of a linux-compat command."""
+    """One invocation of a linux-compat command.
 
-    name: str
-    root: RootFS
-    runner: Runner
-    err: TextIO = field(default_factory=lambda: sys.stderr)
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    lines: list[str] = field(default_factory=list)
+    A plain class rather than a dataclass: every podman ssh command starts a shim, and importing
+    ``dataclasses`` (with ``inspect``) would be a large part of its start-up.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: RootFS,
+        runner: Runner,
+        err: TextIO | None = None,
+        out: TextIO | None = None,
+        lines: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.runner = runner
+        self.err: TextIO = sys.stderr if err is None else err
+        self.out: TextIO = sys.stdout if out is None else out
+        self.lines: list[str] = [] if lines is None else lines
 
     @classmethod
     def make(
