@@ -70,6 +70,12 @@ def is_record(obj: Any) -> bool:
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
+    if not args and not kwargs:  # the decoder's case: every field at its default
+        values = self.__dict__
+        values.update(self._record_defaults)  # in field order; factories' slots are filled below
+        for name, factory in self._record_factories:
+            values[name] = factory()
+        return
     table: tuple[RecordField, ...] = self._record_fields
     if len(args) > len(table):
         raise TypeError(
@@ -97,6 +103,18 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
             f"{type(self).__qualname__}.__init__() got an unexpected keyword argument '{unknown}'"
         )
+
+
+def _required(qualname: str, table: tuple[RecordField, ...] | list[RecordField]) -> Any:
+    """The "missing argument" error of a class with required fields, called without arguments."""
+    missing = [f.name for f in table if f.default is MISSING and f.default_factory is MISSING]
+
+    def fail() -> Any:
+        raise TypeError(
+            f"{qualname}.__init__() missing {len(missing)} required argument(s): {', '.join(missing)}"
+        )
+
+    return fail
 
 
 def _repr(self: Any) -> str:
@@ -160,6 +178,12 @@ def _record(cls: _C) -> _C:
         else:
             setattr(cls, f.name, f.default)
     target._record_fields = tuple(table)
+    if all(f.default is not MISSING or f.default_factory is not MISSING for f in table):
+        target._record_defaults = {f.name: None if f.default is MISSING else f.default for f in table}
+        target._record_factories = tuple((f.name, f.default_factory) for f in table if f.default is MISSING)
+    else:  # a required field: calling without arguments must fail as usual
+        target._record_defaults = {}
+        target._record_factories = ((table[0].name, _required(cls.__qualname__, table)),)
     setattr(target, "__match_args__", tuple(f.name for f in table))  # noqa: B010 (mypy: read-only)
     target.__dataclass_fields__ = _DataclassFields()
     if cls.__doc__ is None:
