@@ -389,7 +389,8 @@ def _units(config: Any) -> Iterable[tuple[int, Any]]:
 def plan_mounts(config: Any, root: RootFS) -> list[Action]:
     """Every boot's mounts: fpvm's table (from the config, else from the root) and ``*.mount`` units.
 
-    Raises MountError for bad input, before anything is mounted.
+    Raises MountError for a bad mount table or clashing requests, before anything is mounted; a podman
+    mount unit that cannot be honoured becomes a note instead.
     """
     reqs: list[MountRequest] = []
     notes: list[Action] = []
@@ -416,7 +417,13 @@ def plan_mounts(config: Any, root: RootFS) -> list[Action]:
         if not contents:
             notes.append(Note(name, "mount unit without contents", where))
             continue
-        reqs.append(request_from_unit(name, str(contents), where))
+        try:
+            reqs.append(request_from_unit(name, str(contents), where))
+        except MountError as exc:
+            # A unit comes from podman (one per volume), not from fpvm: one that FreeBSD cannot honour
+            # (e.g. a macOS folder with a space, podman 5.5+) is reported, and must not stop the users,
+            # keys and API socket the rest of the config asks for.
+            notes.append(Note(name, f"not mounted: {exc}", where))
     check_unique(reqs)
     if not reqs:
         return notes

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 CONTAINERS_LINUX = "/etc/containers"
 CONTAINERS_FREEBSD = "/usr/local/etc/containers"
+CERTS_LINUX = CONTAINERS_LINUX + "/certs.d"
 # FreeBSD's podman (common/pkg/machine) looks for the machine marker at these exact Linux paths.
 MARKERS = ("/etc/containers/podman-machine", "/etc/podman-machine")
 PODMAN_LINUX = "/usr/bin/podman"
@@ -81,6 +82,13 @@ def classify(path: str) -> Placement:
                 "translate", (path, mapped), "machine marker: Linux path (podman reads it) + FreeBSD"
             )
         return Placement("apply", (path,))
+    if _under(path, CERTS_LINUX):
+        # podman 4.x-5.8 also sets SSL_CERT_FILE/SSL_CERT_DIR to these Linux paths (fw_cfg environment,
+        # /etc/profile.d/podman-machine-ssl.sh): keep them valid beside the FreeBSD copy podman reads.
+        mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
+        return Placement(
+            "translate", (mapped, path), "certificates: FreeBSD path (podman) + Linux path (SSL_CERT_*)"
+        )
     if _under(path, CONTAINERS_LINUX):
         mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
         return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")

@@ -57,6 +57,22 @@ UNIT_TABLE: tuple[UnitRule, ...] = (
         "(login shells and podman_service)",
     ),
     UnitRule("*.mount", "translate", "mounted at every boot by the mount step (mount -t p9fs)"),
+    # podman 4.8-4.9 applehv: companions of each volume's .mount unit
+    UnitRule(
+        "*.automount",
+        "ignore",
+        "on-demand companion of a podman volume's .mount unit; the mount step mounts it at boot",
+    ),
+    UnitRule(
+        "virtiofs-mount-prepare@*",
+        "ignore",
+        "creates a volume's mount point under Fedora CoreOS's immutable /; the mount step creates it",
+    ),
+    UnitRule(
+        "net-health-recovery.service",
+        "ignore",
+        "podman 4.9 on macOS: restarts Fedora's enp0s1 when gvproxy stops answering; Linux-only",
+    ),
     UnitRule("docker.service", "ignore", "FreeBSD has no docker engine (masked on Fedora CoreOS)"),
     UnitRule("docker.socket", "ignore", "FreeBSD has no docker engine (masked on Fedora CoreOS)"),
     UnitRule("remove-moby.service", "ignore", "removes moby-engine with rpm-ostree; not installed here"),

@@ -2,7 +2,7 @@
 
 ``dataclasses.dataclass`` writes ``__init__``, ``__repr__`` and ``__eq__`` of every class as source and
 compiles it with ``exec``, and the ``dataclasses`` module itself pulls in ``inspect`` (with ``ast``,
-``dis``, ``tokenize``). For the ~45 classes of the engine (the model above all) that was most of the
+``dis``, ``tokenize``). For the ~40 classes of the engine (the model above all) that was most of the
 import time of ``fpvm.ignition``, paid again by every guest command, which is a fresh interpreter.
 
 Classes declared with this module's ``dataclass`` and ``field`` behave as ``@dataclass`` classes do:
@@ -70,11 +70,11 @@ def is_record(obj: Any) -> bool:
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
+    # Attributes are set one by one (not through ``self.__dict__``): an instance whose ``__dict__``
+    # has been materialised reads its attributes about three times slower afterwards (CPython 3.11).
     if not args and not kwargs:  # the decoder's case: every field at its default
-        values = self.__dict__
-        values.update(self._record_defaults)  # in field order; factories' slots are filled below
-        for name, factory in self._record_factories:
-            values[name] = factory()
+        for name, default, factory in self._record_defaults:
+            setattr(self, name, default if factory is None else factory())
         return
     table: tuple[RecordField, ...] = self._record_fields
     if len(args) > len(table):
@@ -82,20 +82,19 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
             f"{type(self).__qualname__}.__init__() takes {len(table) + 1} positional arguments "
             f"but {len(args) + 1} were given"
         )
-    values = self.__dict__
     for i, (name, _, default, factory, _) in enumerate(table):
         if i < len(args):
             if name in kwargs:
                 raise TypeError(
                     f"{type(self).__qualname__}.__init__() got multiple values for argument '{name}'"
                 )
-            values[name] = args[i]
+            setattr(self, name, args[i])
         elif name in kwargs:
-            values[name] = kwargs.pop(name)
+            setattr(self, name, kwargs.pop(name))
         elif factory is not MISSING:
-            values[name] = factory()
+            setattr(self, name, factory())
         elif default is not MISSING:
-            values[name] = default
+            setattr(self, name, default)
         else:
             raise TypeError(f"{type(self).__qualname__}.__init__() missing 1 required argument: '{name}'")
     if kwargs:
@@ -135,6 +134,8 @@ class _DataclassFields:
     def __get__(self, instance: Any, owner: type) -> Any:
         import dataclasses
 
+        # The class that declared the fields (``owner`` may be an undecorated subclass of it).
+        owner = next(k for k in owner.__mro__ if vars(k).get("__dataclass_fields__") is self)
         table: tuple[RecordField, ...] = vars(owner)["_record_fields"]
         namespace: dict[str, Any] = {
             "__module__": owner.__module__,
@@ -165,6 +166,10 @@ def _record(cls: _C) -> _C:
     for name, annotation in annotations.items():
         value = own.get(name, MISSING)
         spec = value if isinstance(value, _FieldSpec) else _FieldSpec(value, MISSING, None)
+        if isinstance(spec.default, list | dict | set):  # as dataclasses: shared by every instance
+            raise ValueError(
+                f"mutable default {type(spec.default)} for field {name} is not allowed: use default_factory"
+            )
         has_default = spec.default is not MISSING or spec.default_factory is not MISSING
         if seen_default and not has_default:
             raise TypeError(f"non-default argument {name!r} follows default argument")
@@ -179,11 +184,11 @@ def _record(cls: _C) -> _C:
             setattr(cls, f.name, f.default)
     target._record_fields = tuple(table)
     if all(f.default is not MISSING or f.default_factory is not MISSING for f in table):
-        target._record_defaults = {f.name: None if f.default is MISSING else f.default for f in table}
-        target._record_factories = tuple((f.name, f.default_factory) for f in table if f.default is MISSING)
+        target._record_defaults = tuple(
+            (f.name, f.default, None if f.default_factory is MISSING else f.default_factory) for f in table
+        )
     else:  # a required field: calling without arguments must fail as usual
-        target._record_defaults = {}
-        target._record_factories = ((table[0].name, _required(cls.__qualname__, table)),)
+        target._record_defaults = ((table[0].name, None, _required(cls.__qualname__, table)),)
     setattr(target, "__match_args__", tuple(f.name for f in table))  # noqa: B010 (mypy: read-only)
     target.__dataclass_fields__ = _DataclassFields()
     if cls.__doc__ is None:
