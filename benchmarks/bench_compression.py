@@ -1,6 +1,7 @@
 """zstd (several levels, multithreaded, python-zstandard) vs xz (lzma) on a 1 GiB image-like file.
 
-Run: ``.venv/bin/python benchmarks/bench_compression.py [--size-mib 1024] [--keep FILE]``.
+Run: ``.venv/bin/python benchmarks/bench_compression.py --files /usr [--size-mib 1024] [--keep FILE]``
+(real files, as in docs/image.md; without ``--files`` the data is synthetic).
 Prints compressed size, ratio, compression and decompression time for each codec, side by side, so
 the default of ``fpvm build --compress`` (and its zstd level) can be chosen on data shaped like a
 FreeBSD UFS image: long zero runs (free blocks), text (configs, scripts, man pages), low-entropy

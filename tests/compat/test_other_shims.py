@@ -199,3 +199,17 @@ def test_fpvm_cli_reaches_the_shims(tmp_path: Path, root: Path) -> None:
     assert [json.loads(x)["argv"] for x in rec.read_text().splitlines()][-1] == [
         "/sbin/mount", "-t", "p9fs", "vol0", "/tmp"
     ]  # fmt: skip
+
+
+def test_daemon_reload_keeps_the_saved_cert_variables(root: Path, tmp_path: Path) -> None:
+    # The boot step remembered podman 5.x's SSL_CERT_FILE (from the Ignition) in the agent's state.
+    state = root / "var/db/fpvm/state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(
+        json.dumps({"cert_env": {"SSL_CERT_FILE": "/etc/containers/certs.d/ca.pem", "PATH": "/x"}})
+    )
+    write_environment_d(root, "HTTP_PROXY=http://p:1\n")
+    assert shim(root, tmp_path / "r", "systemctl", "daemon-reload")[0] == 0
+    rcconf = (root / "etc/rc.conf.d/podman_service").read_text()
+    assert "SSL_CERT_FILE='/usr/local/etc/containers/certs.d/ca.pem'" in rcconf
+    assert "HTTP_PROXY='http://p:1'" in rcconf and "PATH=" not in rcconf

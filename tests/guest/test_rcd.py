@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -431,3 +432,66 @@ def test_boot_from_real_qemu_fwcfg(tmp_path: Path) -> None:
     assert "export HTTPS_PROXY='http://proxy.example:8080'\n" in profile
     assert "export https_proxy='http://proxy.example:8080'\n" in profile
     assert json.loads((root / "var/db/fpvm/state.json").read_text())["podman_users"] == [["core", 501]]
+
+
+def service_env(conf: Path, names: str) -> list[str]:
+    """What rc.subr gives podman_service: ``load_rc_config`` sources the file, then
+    ``eval "export -- $_env"`` runs before the start command (run here with the real sh)."""
+    script = '. "$1"; _env="$podman_service_env"; eval "export -- $_env"; for n in ' + names
+    script += '; do eval "printf \'%s=%s\\n\' $n \\"\\${$n-}\\""; done'
+    out = subprocess.run(["sh", "-c", script, "sh", str(conf)], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_podman5_cert_variables_reach_podman_service(tmp_path: Path) -> None:
+    """podman 5.x names the host's CA bundle in system.conf.d / environment.d files (skipped as
+    Linux-only); podman_service must still get SSL_CERT_FILE, at the FreeBSD path where the bundle is."""
+    root = staged(tmp_path)
+    config = (Path(__file__).parent / "podman-configs/v5.1.2-qemu-certs.ign").read_bytes()
+    common = dict(record=str(tmp_path / "rec"), qemufwcfg_mount=None, probe=quiet(), echo=None)
+    status = rcd.boot(
+        str(root), firstboot=True, fwcfg_opener=lambda: Device({"opt/com.coreos/config": config}), **common
+    )  # type: ignore[arg-type]
+    assert status == 0
+    conf = root / "etc/rc.conf.d/podman_service"
+    bundle = "/usr/local/etc/containers/certs.d/corp-root.pem"
+    assert service_env(conf, "SSL_CERT_FILE LD_PRELOAD") == [f"SSL_CERT_FILE={bundle}", "LD_PRELOAD="]
+    assert (root / bundle.lstrip("/")).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    # A later boot that finds no config keeps them (remembered in the state).
+    status = rcd.boot(str(root), fwcfg_opener=None, **common)  # type: ignore[arg-type]
+    assert status == 0
+    assert service_env(conf, "SSL_CERT_FILE") == [f"SSL_CERT_FILE={bundle}"]
+
+
+def test_cert_files_cannot_inject_other_variables(tmp_path: Path) -> None:
+    root = staged(tmp_path)
+    cfg = json.loads(FIXTURE.read_text())
+    text = "SSL_CERT_DIR=/etc/containers/certs.d\nLD_PRELOAD=/tmp/evil.so\nhttp_proxy=http://evil:1\n"
+    dropin = '[Manager]\nDefaultEnvironment=PATH=/tmp "SSL_CERT_FILE=/etc/ssl/cert.pem"\n'
+    cfg.setdefault("storage", {}).setdefault("files", []).extend(
+        [
+            {
+                "path": "/etc/environment.d/podman-machine-ssl.conf",
+                "contents": {"source": "data:," + quote(text)},
+            },
+            {"path": "/etc/systemd/system.conf.d/x.conf", "contents": {"source": "data:," + quote(dropin)}},
+        ]
+    )
+    cfg_file = tmp_path / "c.ign"
+    cfg_file.write_text(json.dumps(cfg))
+    status = rcd.boot(
+        str(root),
+        config_file=str(cfg_file),
+        record=str(tmp_path / "rec"),
+        fwcfg_opener=None,
+        qemufwcfg_mount=None,
+        probe=quiet(),
+        echo=None,
+    )
+    assert status == 0
+    value = (root / "etc/rc.conf.d/podman_service").read_text()
+    assert "LD_PRELOAD" not in value and "PATH" not in value and "evil" not in value
+    assert service_env(root / "etc/rc.conf.d/podman_service", "SSL_CERT_FILE SSL_CERT_DIR") == [
+        "SSL_CERT_FILE=/etc/ssl/cert.pem",
+        "SSL_CERT_DIR=/usr/local/etc/containers/certs.d",
+    ]

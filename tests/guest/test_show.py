@@ -65,3 +65,41 @@ def test_plan_readable() -> None:
     res = run_fpvm("guest", "plan", "--config", str(PODMAN_CAPTURE / "machine.ign"))
     assert res.returncode == 0
     assert "[apply    ] user core, uid 1001  ($.passwd.users[0])" in res.stdout
+
+
+def _mount_unit(name: str, where: str) -> dict:
+    return {
+        "name": name,
+        "enabled": True,
+        "contents": f"[Mount]\nWhat=vol0\nWhere={where}\nType=virtiofs\n\n[Install]\nWantedBy=multi-user.target\n",
+    }
+
+
+def test_skipped_mount_unit_has_one_classification(tmp_path: Path) -> None:
+    """A mount unit the mount step skips (target with a space, podman 5.5+ macOS folders) is "ignore"
+    with the mount step's reason in both views, never also "mounted at every boot"."""
+    cfg = minimal(
+        systemd={
+            "units": [
+                _mount_unit("Users.mount", "/Users"),
+                _mount_unit("Volumes-My\\x20Disk.mount", "/Volumes/My Disk"),
+            ]
+        }
+    )
+    path = write_config(tmp_path / "mounts.ign", cfg)
+    res = run_fpvm("ignition", "show", str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    units = {u["name"]: u for u in json.loads(res.stdout)["units"]}
+    bad = units["Volumes-My\\x20Disk.mount"]
+    assert bad["disposition"] == "ignore"
+    assert (
+        len(bad["notes"]) == 1 and "not mounted" in bad["notes"][0] and "contains a space" in bad["notes"][0]
+    )
+    assert units["Users.mount"]["disposition"] == "translate"
+    assert any("mounted at every boot" in n for n in units["Users.mount"]["notes"])
+
+    res = run_fpvm("guest", "plan", "--config", str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    for_bad = [a for a in json.loads(res.stdout) if a.get("source") == "$.systemd.units[1]"]
+    assert [(a["kind"], a["disposition"]) for a in for_bad] == [("note", "ignore")]
+    assert "contains a space" in for_bad[0]["note"]

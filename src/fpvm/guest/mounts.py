@@ -386,11 +386,34 @@ def _units(config: Any) -> Iterable[tuple[int, Any]]:
     return enumerate(getattr(systemd, "units", None) or [])
 
 
-def plan_mounts(config: Any, root: RootFS) -> list[Action]:
+def unit_request(unit: Any, where: str) -> tuple[MountRequest | None, str]:
+    """(request, "") for a ``*.mount`` unit the mount step honours, else (None, why it is skipped).
+
+    The one verdict on a podman mount unit: ``plan_mounts`` and the systemd table
+    (``fpvm.guest.systemd.classify_unit``) both use it, so ``fpvm ignition show`` / ``fpvm guest plan``
+    never call a unit "mounted at every boot" that the mount step skips.
+    """
+    name = str(getattr(unit, "name", ""))
+    if getattr(unit, "mask", None) or getattr(unit, "enabled", None) is False:
+        return None, "masked or disabled mount unit"
+    contents = getattr(unit, "contents", None)
+    if not contents:
+        return None, "mount unit without contents"
+    try:
+        return request_from_unit(name, str(contents), where), ""
+    except MountError as exc:
+        # A unit comes from podman (one per volume), not from fpvm: one that FreeBSD cannot honour
+        # (e.g. a macOS folder with a space, podman 5.5+) is reported, and must not stop the users,
+        # keys and API socket the rest of the config asks for.
+        return None, f"not mounted: {exc}"
+
+
+def plan_mounts(config: Any, root: RootFS, *, notes_for_units: bool = True) -> list[Action]:
     """Every boot's mounts: fpvm's table (from the config, else from the root) and ``*.mount`` units.
 
     Raises MountError for a bad mount table or clashing requests, before anything is mounted; a podman
-    mount unit that cannot be honoured becomes a note instead.
+    mount unit that cannot be honoured becomes a note instead (unless ``notes_for_units`` is False:
+    ``build_plan`` gets that note from the systemd table, which asks ``unit_request`` too).
     """
     reqs: list[MountRequest] = []
     notes: list[Action] = []
@@ -410,20 +433,11 @@ def plan_mounts(config: Any, root: RootFS) -> list[Action]:
         if not name.endswith(".mount"):
             continue
         where = f"$.systemd.units[{i}]"
-        if getattr(unit, "mask", None) or getattr(unit, "enabled", None) is False:
-            notes.append(Note(name, "masked or disabled mount unit", where))
-            continue
-        contents = getattr(unit, "contents", None)
-        if not contents:
-            notes.append(Note(name, "mount unit without contents", where))
-            continue
-        try:
-            reqs.append(request_from_unit(name, str(contents), where))
-        except MountError as exc:
-            # A unit comes from podman (one per volume), not from fpvm: one that FreeBSD cannot honour
-            # (e.g. a macOS folder with a space, podman 5.5+) is reported, and must not stop the users,
-            # keys and API socket the rest of the config asks for.
-            notes.append(Note(name, f"not mounted: {exc}", where))
+        req, why = unit_request(unit, where)
+        if req is not None:
+            reqs.append(req)
+        elif notes_for_units:
+            notes.append(Note(name, why, where))
     check_unique(reqs)
     if not reqs:
         return notes
@@ -442,4 +456,5 @@ __all__ = [
     "plan_mounts",
     "request_from_unit",
     "requests_from_table",
+    "unit_request",
 ]

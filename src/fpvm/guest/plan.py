@@ -423,7 +423,8 @@ def _plan_mounts(b: _Builder, config: Any) -> None:
     # Without a root (``fpvm ignition show``) only the config is read: an absent root has no table.
     root = b.opts.root or RootFS("/nonexistent/fpvm-no-root")
     try:
-        b.actions.extend(plan_mounts(config, root))
+        # The systemd table already notes each skipped mount unit (same verdict, unit_request).
+        b.actions.extend(plan_mounts(config, root, notes_for_units=False))
     except (MountError, ValueError) as exc:
         b.fail("$.systemd.units", str(exc))
 

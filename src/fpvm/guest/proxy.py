@@ -21,6 +21,16 @@ On FreeBSD the settings must reach two places:
   sets ``podman_service_env`` in ``/etc/rc.conf.d/podman_service``. Because rc.subr ``eval``s that
   string, every value inside it is single-quoted.
 
+podman 5.x sends the certificate variables differently: with a host ``SSL_CERT_FILE`` (or
+``SSL_CERT_DIR``) it copies the certificates into ``/etc/containers/certs.d`` and names them in three
+Ignition files: ``/etc/profile.d/podman-machine-ssl.sh`` (written as is: storage maps the path),
+``/etc/systemd/system.conf.d/podman-machine-ssl.conf`` (``DefaultEnvironment=...``) and
+``/etc/environment.d/podman-machine-ssl.conf`` (both Linux-only, skipped as files). ``cert_env_from_config``
+takes just ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the last two; the boot step remembers them in the
+agent's state (``cert_env``) and merges them, below the fw_cfg entry's own values, into what it applies
+on every boot, and the ``systemctl daemon-reload`` shim merges them with the 5.x proxy variables, so
+``podman_service`` keeps them whichever of the two wrote ``podman_service_env`` last.
+
 Only the variables podman sends are accepted (containers/common ``config.ProxyEnv`` plus
 ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``); anything else in the entry is reported and dropped, so a
 config cannot smuggle ``PATH`` or ``LD_PRELOAD`` into the service. A proxy variable given in one case
@@ -58,7 +68,12 @@ PROXY_VARS: tuple[str, ...] = (
     "FTP_PROXY",
     "NO_PROXY",
 )
-ALLOWED_VARS: tuple[str, ...] = (*PROXY_VARS, "SSL_CERT_FILE", "SSL_CERT_DIR")
+CERT_VARS: tuple[str, ...] = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+ALLOWED_VARS: tuple[str, ...] = (*PROXY_VARS, *CERT_VARS)
+# podman 5.x's systemd-wide environment files (Linux-only; only CERT_VARS are taken from them).
+ENVIRONMENT_D_DIR = "/etc/environment.d/"
+SYSTEM_CONF_D_DIR = "/etc/systemd/system.conf.d/"
+CERT_STATE_KEY = "cert_env"
 
 # Linux path podman uses for certificates -> where fpvm puts /etc/containers/* on FreeBSD.
 _CERT_PATHS = (("/etc/containers/", "/usr/local/etc/containers/"),)
@@ -236,6 +251,73 @@ def read_environment_d(root: RootFS) -> dict[str, str]:
     return parse_environment_d(text) if text else {}
 
 
+def parse_default_environment(text: str) -> dict[str, str]:
+    """``DefaultEnvironment=`` assignments of a systemd ``system.conf`` drop-in (quoted words)."""
+    import shlex
+
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.strip().partition("=")
+        if not sep or key.strip() != "DefaultEnvironment":
+            continue
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            continue
+        for word in words:
+            name, sep, value = word.partition("=")
+            if sep and _NAME.fullmatch(name):
+                env[name] = value
+    return env
+
+
+def cert_env_from_config(config: Any) -> dict[str, str]:
+    """``SSL_CERT_FILE``/``SSL_CERT_DIR`` from podman 5.x's environment.d / system.conf.d files.
+
+    Only these two names are taken (later files win); any other variable those files set is not
+    passed on, so the files cannot widen the allow-list. Paths are mapped later by ``normalise``.
+    """
+    from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
+
+    env: dict[str, str] = {}
+    files = getattr(getattr(config, "storage", None), "files", None) or []
+    for file in files:
+        path = str(getattr(file, "path", ""))
+        parse = (
+            parse_environment_d
+            if path.startswith(ENVIRONMENT_D_DIR)
+            else parse_default_environment
+            if path.startswith(SYSTEM_CONF_D_DIR)
+            else None
+        )
+        if parse is None or not path.endswith(".conf"):
+            continue
+        try:
+            data = resource_bytes(getattr(file, "contents", None), PlanOptions(fetch_remote=False))
+        except (ResourceError, ValueError):
+            continue
+        if data is None:
+            continue
+        found = parse(data.decode("utf-8", "replace"))
+        env.update({k: found[k] for k in CERT_VARS if found.get(k)})
+    return env
+
+
+def saved_cert_env(root: RootFS) -> dict[str, str]:
+    """The certificate variables the boot step remembered (for the daemon-reload shim)."""
+    from fpvm.guest.context import State
+
+    return cert_env_from_state(State.load(root).get(CERT_STATE_KEY))
+
+
+def cert_env_from_state(saved: Any) -> dict[str, str]:
+    """The saved ``cert_env`` value, reduced to string values of ``CERT_VARS`` (a hand-edited state
+    file cannot add variables either)."""
+    if not isinstance(saved, dict):
+        return {}
+    return {k: saved[k] for k in CERT_VARS if isinstance(saved.get(k), str)}
+
+
 # -- what FreeBSD gets ------------------------------------------------------------------------------
 def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """Accepted variables (both cases of each proxy variable, cert paths mapped) and rejected names."""
@@ -336,6 +418,12 @@ class ProxyEnvAction(Action):
 
 __all__ = [
     "ALLOWED_VARS",
+    "CERT_STATE_KEY",
+    "CERT_VARS",
+    "cert_env_from_config",
+    "cert_env_from_state",
+    "parse_default_environment",
+    "saved_cert_env",
     "ENVIRONMENT_ENTRY",
     "PROFILE_FILE",
     "PROXY_VARS",

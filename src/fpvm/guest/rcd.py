@@ -17,7 +17,7 @@ Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/
 2. provision from the config (``fpvm.guest.provision``) on the first boot, or on any boot until one
    has succeeded; on later boots a changed config is only logged (Ignition applies once);
 3. every boot: ``/run`` -> ``var/run``, the podman users' API socket links and group, the host's proxy
-   settings, and (after the first boot, whose plan already has them) the mount step.
+   settings (with podman 5.x's ``SSL_CERT_FILE``/``SSL_CERT_DIR``, see ``fpvm.guest.proxy``), and (after the first boot, whose plan already has them) the mount step.
 """
 
 from __future__ import annotations
@@ -242,7 +242,18 @@ def boot(
                 ctx.log.warn(str(exc))
         elif sources.config_origin is not None and not sources.config_origin.startswith("--config"):
             env = {}  # qemu without the entry: the host has no proxy settings (any more)
+        # podman 5.x's certificate variables (Ignition files, not the fw_cfg entry): remembered from the
+        # config, merged below the entry's own values; without an entry decision, with the 5.x proxy
+        # variables the daemon-reload shim last saw.
+        if config is not None:
+            cert_env = proxy.cert_env_from_config(config)
+            ctx.state.set(proxy.CERT_STATE_KEY, cert_env)
+        else:
+            cert_env = proxy.cert_env_from_state(ctx.state.get(proxy.CERT_STATE_KEY))
+        if env is None and cert_env:
+            env = proxy.read_environment_d(ctx.root)
         if env is not None:
+            env = {**cert_env, **env}
             actions.append(proxy.ProxyEnvAction(env, source=sources.environment_origin or ""))
         if not first:
             try:

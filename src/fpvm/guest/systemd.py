@@ -96,11 +96,12 @@ def rule_for(name: str) -> UnitRule:
     return UNKNOWN
 
 
-def classify_unit(unit: Any) -> tuple[Disposition, str]:
+def classify_unit(unit: Any, where: str = "") -> tuple[Disposition, str]:
     """(disposition, explanation) of one ``systemd.units[]`` entry, for ``show`` and ``plan``.
 
     Takes the unit's ``name``, ``enabled``, ``mask`` and ``contents`` into account: a disabled or
-    masked podman unit means the service stays off, a vsock ready unit cannot be honoured.
+    masked podman unit means the service stays off, a vsock ready unit cannot be honoured, and a
+    ``*.mount`` unit gets the mount step's own verdict (``fpvm.guest.mounts.unit_request``).
     """
     name = str(getattr(unit, "name", ""))
     rule = rule_for(name)
@@ -112,6 +113,12 @@ def classify_unit(unit: Any) -> tuple[Disposition, str]:
             return "translate", "podman API service disabled: podman_service_enable=NO"
         if enabled is None:
             return "ignore", "podman unit neither enabled nor disabled: nothing to do"
+    if rule.pattern == "*.mount":
+        from fpvm.guest.mounts import unit_request
+
+        req, why = unit_request(unit, where or "unit")
+        if req is None:
+            return "ignore", why
     if rule.pattern == "ready.service" and "VSOCK-CONNECT" in contents:
         return (
             "ignore",
@@ -135,7 +142,7 @@ def plan_units(config: Any, *, environment: dict[str, str] | None = None) -> lis
     for i, unit in enumerate(units):
         name = str(getattr(unit, "name", ""))
         where = f"$.systemd.units[{i}]"
-        disposition, note = classify_unit(unit)
+        disposition, note = classify_unit(unit, where)
         rule = rule_for(name)
         dropins = getattr(unit, "dropins", None) or []
         if rule.pattern in ("podman.socket", "podman.service") and disposition == "translate":

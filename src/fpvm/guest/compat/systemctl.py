@@ -36,10 +36,11 @@ def unit_name(name: str) -> str:
 
 
 def daemon_reload(shim: Shim) -> int:
-    from fpvm.guest.proxy import PODMAN_SERVICE, apply_proxy_env, read_environment_d
+    from fpvm.guest.proxy import PODMAN_SERVICE, apply_proxy_env, read_environment_d, saved_cert_env
 
     try:
-        env = read_environment_d(shim.root)
+        # The certificate variables the boot step took from the Ignition stay in podman_service_env.
+        env = {**saved_cert_env(shim.root), **read_environment_d(shim.root)}
         changed = apply_proxy_env(shim.root, env)
     except (OSError, ValueError) as exc:
         return shim.error(f"daemon-reload: cannot apply the proxy environment: {exc}")
