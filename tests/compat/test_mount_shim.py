@@ -234,3 +234,26 @@ def test_second_mount_of_a_tag_is_explained(root: Path) -> None:
     s, err = shim(root, runner)
     assert run(s, ["-t", "9p", "-o", "trans=virtio", "vol0", "/home/user"]) == 1
     assert "9p tag 'vol0' is already mounted elsewhere (one mount per tag)" in err.getvalue()
+
+
+def test_mount_shim_loads_no_heavy_modules(tmp_path: Path) -> None:
+    """Every volume podman mounts starts a shim: the mount path must not import typing, dataclasses
+    (with inspect) or base64, which took about a third of its start-up (see docs/guest.md)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mnt").mkdir()
+    heavy = ("typing", "dataclasses", "inspect", "base64")
+    code = (
+        "import sys\n"
+        "from fpvm.guest.compat import main\n"
+        f"rc = main(['--record', {str(tmp_path / 'rec')!r}, '--root', {str(tmp_path)!r}, 'mount', '-t', '9p',"
+        " '-o', 'trans=virtio', 'vol0', '/mnt'])\n"
+        f"print(rc, sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split(None, 1) == ["0", "[]\n"]
+    assert [json.loads(line)["argv"][:3] for line in (tmp_path / "rec").read_text().splitlines()] == [
+        KLDLOAD_ARGV[:3],
+        ["/sbin/mount", "-t", "p9fs"],
+    ]

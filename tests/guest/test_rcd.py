@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -179,6 +180,41 @@ def test_fpvm_script_runs_boot(tmp_path: Path) -> None:
     ]
     assert run_script(tmp_path, "fpvm", conf, firstboot=False) == ["guest", "boot", "--root", "/"]
     assert run_script(tmp_path, "fpvm", {"fpvm": ""}, firstboot=True) == ["disabled"]
+
+
+def test_scripts_default_to_the_agents_own_entry(tmp_path: Path) -> None:
+    """Unset fpvm_command: both scripts run ``${fpvm_python} -m fpvm.guest`` (the image's python3)."""
+    conf = {"fpvm": f'fpvm_enable="YES"\nfpvm_python="{tmp_path}/record"\n'}
+    assert run_script(tmp_path, "fpvm", conf, firstboot=True) == [
+        "-m",
+        "fpvm.guest",
+        "boot",
+        "--root",
+        "/",
+        "--firstboot",
+    ]
+    conf = {"fpvm_ready": 'fpvm_ready_enable="YES"\n'}
+    argv = run_script(tmp_path, "fpvm_ready", conf, firstboot=False)
+    assert argv[:5] == ["daemon-f", "/usr/local/bin/python3", "-m", "fpvm.guest", "ready"]
+    from fpvm.image import recipe
+
+    assert argv[1] == recipe.PYTHON  # what the image installs the package for
+
+
+def test_agent_entry_boots_like_fpvm_guest(tmp_path: Path) -> None:
+    """``python3 -m fpvm.guest boot`` and ``fpvm guest boot`` do the same work on the same input."""
+    results = []
+    for name, entry in (("a", ["-m", "fpvm.guest"]), ("b", ["-m", "fpvm", "guest"])):
+        root = staged(tmp_path / name)
+        rec = tmp_path / name / "rec.jsonl"
+        argv = [sys.executable, *entry, "boot", "--root", str(root), "--firstboot", "--no-fwcfg"]
+        argv += ["--config", str(FIXTURE), "--record", str(rec), "--qemufwcfg-mount", str(tmp_path / "none")]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        cmds = [[w.replace(str(root), "ROOT") for w in c] for c in read_record(rec)]
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name != "fpvm.log")
+        results.append((res.returncode, cmds, files))
+    assert results[0][0] == 0 and results[0][1]
+    assert results[0] == results[1]
 
 
 def test_ready_script_runs_in_background(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def _mount_unit(name: str, where: str) -> dict:
     return {
         "name": name,
         "enabled": True,
-        "contents": f"[Mount]\nWhat=vol0\nWhere={where}\nType=virtiofs\n\n[Install]\nWantedBy=multi-user.target\n",
+        "contents": f"[Mount]\nWhat=vol0\nWhere={where}\nType=virtiofs\n",
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 READY_HELP = "wait for sshd and the API socket, then send Ready to the host"
 BOOT_HELP = "the boot step: find the config, provision on first boot, per-boot links, proxy and mounts"
@@ -45,7 +44,7 @@ def _boot(args: argparse.Namespace) -> int:
     return int(rcd.boot_main(parser.parse_args(args.argv)))
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``fpvm guest`` and its subcommands."""
     guest = sub.add_parser("guest", help="the FreeBSD guest agent (Ignition -> provisioned system)")
     guest.set_defaults(print_help=guest.print_help)

@@ -9,6 +9,11 @@
 3. save the state (``/var/db/fpvm/state.json``), this run's report (``/var/db/fpvm/last-boot.json``)
    and the log (``/var/log/fpvm.log``), all under the root.
 
+Durability: until a run has succeeded (no "provisioned" in the state), files are written atomically
+but not fsynced one by one; ``RootFS.sync_deferred`` makes all of them durable (one sync(2), then an
+fsync(2) per file and per directory) before the state that says "provisioned" is saved. A crash before
+that point is answered by the next boot provisioning again. Later runs fsync each write as it happens.
+
 Applying is idempotent: every action compares before it writes, so a second run changes no file and
 records only commands that are still needed. The state, report and log are the agent's own records and
 are excluded from that promise.
@@ -115,6 +120,11 @@ def provision(
     out = Outcome(EXIT_OK, total=len(actions))
     report: list[dict[str, Any]] = []
     started = time.time()
+    if ctx.state.get("provisioned") is None:
+        # Until a run has succeeded, writes are made durable together at the end (sync_deferred,
+        # before the state records "provisioned"): a crash before that leaves the state without it,
+        # and the next boot provisions again, rewriting any file whose bytes did not reach the disk.
+        ctx.root.defer_sync()
     try:
         for action in actions:
             entry = action.to_json()
@@ -132,6 +142,7 @@ def provision(
                 out.skipped.append(action.describe())
             elif changed:
                 out.changed.append(action.describe())
+        ctx.root.sync_deferred()
         if ready:
             _ready(ctx)
         digest = sha256_hex(data)
@@ -157,6 +168,10 @@ def provision(
             ctx.log.error(f"cannot save the state and report: {exc}")
             out.failed.append(("save state and report", str(exc)))
     finally:
+        try:
+            ctx.root.sync_deferred()  # no-op unless an exception skipped the call above
+        except OSError as exc:
+            ctx.log.error(f"cannot sync the written files: {exc}")
         out.warning_lines = [line.split(" WARN ", 1)[1] for line in ctx.log.lines if " WARN " in line]
         ctx.log.info(
             f"provision: {len(actions)} actions, {len(out.changed)} changed, {len(out.failed)} failed"

@@ -17,7 +17,8 @@ Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/
 2. provision from the config (``fpvm.guest.provision``) on the first boot, or on any boot until one
    has succeeded; on later boots a changed config is only logged (Ignition applies once);
 3. every boot: ``/run`` -> ``var/run``, the podman users' API socket links and group, the host's proxy
-   settings (with podman 5.x's ``SSL_CERT_FILE``/``SSL_CERT_DIR``, see ``fpvm.guest.proxy``), and (after the first boot, whose plan already has them) the mount step.
+   settings (with podman 5.x's ``SSL_CERT_FILE``/``SSL_CERT_DIR``, see ``fpvm.guest.proxy``), and
+   (after the first boot, whose plan already has them) the mount step.
 """
 
 from __future__ import annotations

@@ -64,6 +64,45 @@ class RootFS:
         # directory instead of one per file and component.
         self._parents: dict[tuple[str, ...], list[str]] = {}
         self._dirs: set[str] = set()
+        # Host paths (files and directories) whose fsync is deferred to ``sync_deferred``; None while
+        # every write is made durable on the spot.
+        self._deferred: set[str] | None = None
+
+    # -- durability ------------------------------------------------------------------------------
+    def defer_sync(self) -> None:
+        """Stop fsyncing each write; ``sync_deferred`` makes them all durable at once.
+
+        Each write stays atomic (temporary file + rename); only durability waits. The caller must not
+        record anything that depends on these writes being on disk before ``sync_deferred`` returns:
+        provision uses this only while the state does not say "provisioned", so a crash before the end
+        means the next boot provisions again and rewrites every file (every write compares bytes).
+        """
+        if self._deferred is None:
+            self._deferred = set()
+
+    def sync_deferred(self) -> int:
+        """Make the deferred writes durable and go back to fsyncing each write; returns their number.
+
+        One sync(2) starts the write-back of all of them together; it is not enough on its own (FreeBSD's
+        sync(2), BUGS: "may return before the buffers are completely flushed"), so each file and each
+        directory (once) is then fsync(2)ed, which waits for what sync(2) already scheduled.
+        """
+        pending, self._deferred = self._deferred, None
+        if not pending:
+            return 0
+        os.sync()
+        for path in sorted(pending):
+            _fsync_path(path)
+        return len(pending)
+
+    def _durable(self, host: str | os.PathLike[str], parent: str | os.PathLike[str]) -> None:
+        """After a change of ``host`` (a file, or None) in directory ``parent``: fsync now or later."""
+        if self._deferred is None:
+            fsync_dir(parent)
+            return
+        self._deferred.add(os.fspath(parent))
+        if host:
+            self._deferred.add(os.fspath(host))
 
     def _forget(self) -> None:
         self._parents.clear()
@@ -188,7 +227,7 @@ class RootFS:
                 os.mkdir(host, mode)
                 os.chmod(host, mode)  # umask would otherwise narrow it
                 self._chown(host, uid, gid, follow=True)
-                fsync_dir(os.path.dirname(host))
+                self._durable("", os.path.dirname(host))
                 changed = True
                 self._dirs.add(sub)
                 continue
@@ -228,7 +267,10 @@ class RootFS:
             mode=mode,
             uid=uid if self.can_chown else None,
             gid=gid if self.can_chown else None,
+            sync=self._deferred is None,
         )
+        if self._deferred is not None:
+            self._durable(host, os.path.dirname(host))
         if mode & 0o7000:
             os.chmod(host, mode)  # the fchown inside atomic_write cleared set-id bits
         return True
@@ -290,7 +332,7 @@ class RootFS:
         if self.can_chown and (uid is not None or gid is not None):
             os.lchown(tmp, -1 if uid is None else uid, -1 if gid is None else gid)
         os.replace(tmp, host)
-        fsync_dir(host.parent)
+        self._durable("", host.parent)
         return True
 
     def hardlink(self, guest_path: str, target: str) -> bool:
@@ -308,7 +350,7 @@ class RootFS:
             os.unlink(tmp)
         os.link(src, tmp, follow_symlinks=False)
         os.replace(tmp, host)
-        fsync_dir(host.parent)
+        self._durable("", host.parent)
         return True
 
     def remove(self, guest_path: str) -> bool:
@@ -321,7 +363,7 @@ class RootFS:
             return False
         except IsADirectoryError:
             os.rmdir(host)
-        fsync_dir(host.parent)
+        self._durable("", host.parent)
         return True
 
     def _chown(self, host: str | Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
@@ -332,6 +374,20 @@ class RootFS:
         except OSError as exc:
             if exc.errno != errno.EPERM:
                 raise
+
+
+def _fsync_path(host: str) -> None:
+    """fsync(2) a file or directory by path (gone or unopenable: nothing to make durable)."""
+    try:
+        fd = os.open(host, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _lstat(host: str | Path) -> os.stat_result | None:

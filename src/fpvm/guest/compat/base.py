@@ -10,10 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
 
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
+
+TYPE_CHECKING = False  # not typing's: a shim does not need typing at run time (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 LOG_FILE = "/var/log/fpvm.log"
 
