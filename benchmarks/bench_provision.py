@@ -157,6 +157,32 @@ def main() -> int:
             lambda i: provision(["-m", "fpvm.guest"], disk_roots[i], f"{disk_tmp}/rec{i}"), args.runs, env
         )
         show(f"python3 -m fpvm.guest provision (fresh root on {args.disk_dir})", on_disk)
+        (roots[0] / "mnt").mkdir(exist_ok=True)
+        shim = series(
+            lambda i: [
+                py,
+                "-m",
+                "fpvm",
+                "guest",
+                "shim",
+                "--record",
+                f"{work}/shim{i}",
+                "--root",
+                str(roots[0]),
+                "mount",
+                "-t",
+                "9p",
+                "-o",
+                "trans=virtio",
+                "vol0",
+                "/mnt",
+                "-o",
+                "version=9p2000.L,msize=131072",
+            ],
+            args.runs,
+            env,
+        )
+        show("fpvm guest shim mount -t 9p … (podman's ssh command)", shim)
         base = statistics.median(bare)
         own_ms = 1000 * (statistics.median(own) - base)
         full_ms = 1000 * (statistics.median(full) - base)
