@@ -154,6 +154,14 @@ def test_poudriere_plan(tmp_path: Path, arch: str) -> None:
     assert image[image.index("-f") + 1] == bulk[bulk.index("-f") + 1]
     assert image[image.index("-c") + 1].endswith("/overlay") and image[image.index("-A") + 1].endswith(".sh")
     assert "sysutils/podman-suite" in lines[0]
+    # poudriere-ports(8): a ports tree made once from git (-c -p NAME -m git+https -U URL), updated, used.
+    ports_create = _find(
+        lines, "poudriere ports -c -p fpvm -m git+https -U https://git.FreeBSD.org/ports.git"
+    )
+    order = [ports_create, _find(lines, "poudriere ports -u -p fpvm"), _find(lines, "poudriere bulk")]
+    assert order == sorted(order) and order[-1] < _find(lines, "poudriere image")
+    assert bulk[bulk.index("-p") + 1] == image[image.index("-p") + 1] == "fpvm"
+    assert bulk[bulk.index("-j") + 1] == image[image.index("-j") + 1] == jail[jail.index("-j") + 1]
 
 
 def test_post_script_parses_with_sh(tmp_path: Path) -> None:
@@ -243,3 +251,48 @@ def test_zstd_level_option(tmp_path: Path) -> None:
     assert "(zstd level 19, all cores)" in _plan(tmp_path, "--method", "pkgbase", "--arch", "amd64")[-2]
     status, _, stderr = run_fpvm(["build", "--dry-run", "--zstd-level", "23"])
     assert status == 2 and "zstd levels go from 1 to 22" in stderr
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("method", METHODS)
+def test_dry_run_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, arch: str
+) -> None:
+    """Issue 6: ``--dry-run`` prints the plan and exits 0 without starting a process or downloading."""
+    import subprocess
+    import urllib.request
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a dry run did something: {args!r}")
+
+    for name in ("Popen", "run", "call", "check_call", "check_output"):
+        monkeypatch.setattr(subprocess, name, refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    cache = tmp_path / "cache"
+    lines = _plan(tmp_path, "--method", method, "--arch", arch, "--cache-dir", str(cache))
+    assert lines and not cache.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("release", ["15.1-RELEASE", "14.3"])
+def test_pkg_repositories_check_signatures(tmp_path: Path, release: str) -> None:
+    """pkg(8) refuses unsigned catalogues only when the repository says so: every repo must."""
+    from image_support import image_parser
+
+    from fpvm.image import pkgbase
+
+    args = image_parser().parse_args(["build", "--release", release, "--arch", "amd64"])
+    r = recipe.from_args(args, "FreeBSD", "amd64")
+    confs = pkgbase.repo_conf(r)
+    assert sorted(confs) == ["FreeBSD-base.conf", "FreeBSD-ports.conf"]
+    for name, text in confs.items():
+        assert 'signature_type: "fingerprints"' in text, name
+        assert f'url: "{r.pkg_repos()[name.removesuffix(".conf")]}"' in text
+    major = r.release.major
+    base_keys = f"/usr/share/keys/pkgbase-{major}" if major >= 15 else "/usr/share/keys/pkg"
+    assert f'fingerprints: "{base_keys}"' in confs["FreeBSD-base.conf"]
+    assert 'fingerprints: "/usr/share/keys/pkg"' in confs["FreeBSD-ports.conf"]
+    # ... and the plan copies those key directories into the staging root before pkg update.
+    lines = _plan(tmp_path, "--method", "pkgbase", "--arch", "amd64", "--release", release)
+    copy = _find(lines, "cp -R", "/usr/share/keys/")
+    assert base_keys in lines[copy] and copy < _find(lines, "pkg ", "update")

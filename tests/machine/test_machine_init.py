@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import socket
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 import zstandard
 from machine_helpers import fpvm, make_disk
 
+from fpvm import arch as archmod
 from fpvm.machine import ignition, qemu, state
 from fpvm.machine.errors import MachineError
 
@@ -313,3 +315,41 @@ def test_host_timezone_from_the_localtime_link(
     localtime = tmp_path / "localtime"
     localtime.symlink_to(link)
     assert ignition.host_timezone(str(localtime)) == zone
+
+
+@pytest.mark.parametrize("arch", ["amd64", "aarch64"])
+def test_start_dry_run_prints_the_argv_and_does_nothing_else(
+    machine_env: Path,
+    machine_disk: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    arch: str,
+) -> None:
+    """Issue 7: ``--dry-run`` prints the QEMU argv and nothing else happens (no process, no file)."""
+    monkeypatch.setenv("FPVM_FIRMWARE", "/usr/share/AAVMF/AAVMF_CODE.fd")
+    assert fpvm("machine", "init", "d", "--image", str(machine_disk), "--arch", arch) == 0
+    paths = state.Paths.of("d")
+    before = sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*"))
+    capsys.readouterr()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a dry run started a process: {args!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
+    assert fpvm("machine", "start", "d", "--dry-run", "--accel", "tcg") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert len(lines) == 1 and lines[0].split()[0].endswith(f"qemu-system-{archmod.qemu_name(arch)}")
+    assert sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*")) == before
+    assert not paths.run.exists() and not paths.qemu_log.exists()
+
+
+def test_state_lives_in_application_support_on_macos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(state.sys, "platform", "darwin")
+    assert state.machines_root() == tmp_path / "Library/Application Support/fpvm/machines"
+    monkeypatch.setattr(state.sys, "platform", "linux")
+    assert state.machines_root() == tmp_path / ".local/share/fpvm/machines"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "x"))
+    assert state.machines_root() == tmp_path / "x/fpvm/machines"

@@ -250,3 +250,23 @@ def test_commands_on_a_stopped_or_unknown_machine(
     assert "no machine named 'nope'" in capsys.readouterr().err
     assert fpvm("machine", "list") == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["vm", "amd64", "stopped"]
+
+
+def test_init_now_starts_and_default_makes_the_default_connection(
+    machine_env: Path,
+    machine_disk: Path,
+    fake_qemu: Path,
+    machine_sshd: Path,
+    vm_reaper: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 7: ``init --now`` boots right away; ``--default`` reaches podman as its default connection."""
+    argv = ["machine", "init", "nd", "--image", str(machine_disk), "--arch", "amd64", "--now", "--default"]
+    assert fpvm(*argv) == 0
+    vm_reaper.append(_pid("nd"))
+    assert "Machine nd is ready" in capsys.readouterr().out
+    (conn,) = _connections()
+    assert conn["Name"] == "fpvm-nd" and conn["Default"] is True
+    assert fpvm("machine", "stop", "nd", "--force") == 0
+    assert fpvm("machine", "rm", "nd") == 0
+    assert _connections() == []

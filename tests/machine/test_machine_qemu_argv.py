@@ -142,3 +142,26 @@ def test_commas_in_paths_are_doubled_in_option_strings(tmp_path: Path) -> None:
     assert _opt(argv, "-pidfile") == [str(paths.pidfile)]
     # gvproxy takes a URL, not a QEMU option string.
     assert plan.gvproxy_argv is not None and f"unix://{paths.gvproxy_sock}" in plan.gvproxy_argv
+
+
+def test_firmware_found_next_to_qemu_then_in_debians_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 7: edk2 in the usual places: a Homebrew-shaped prefix first, then Debian's qemu-efi-aarch64."""
+    monkeypatch.delenv("FPVM_FIRMWARE", raising=False)
+    prefix = tmp_path / "homebrew"  # Homebrew: bin/qemu-system-aarch64 and share/qemu/edk2-aarch64-code.fd
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "share/qemu").mkdir(parents=True)
+    binary = prefix / "bin/qemu-system-aarch64"
+    binary.touch()
+    brew = prefix / "share/qemu/edk2-aarch64-code.fd"
+    brew.touch()
+    assert qemu.find_firmware(str(binary)) == brew
+    brew.unlink()
+    # Debian's qemu-efi-aarch64 package, installed on this host (the real file, not a stand-in).
+    debian = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+    assert debian.is_file() and debian.stat().st_size < qemu.PFLASH_SIZE
+    assert qemu.find_firmware(str(binary)) == debian
+    monkeypatch.setenv("FPVM_FIRMWARE", str(tmp_path / "missing.fd"))
+    with pytest.raises(MachineError, match=r"FPVM_FIRMWARE=.*does not exist"):
+        qemu.find_firmware(str(binary))
