@@ -112,7 +112,7 @@ _NET_URL_ONLY = {"DATA:,x", "data:,a#"}
 
 @pytest.mark.parametrize("url", [u for u, _ in ACCEPTED + REJECTED if u not in _NET_URL_ONLY])
 def test_same_verdict_as_the_validator(url: str) -> None:
-    """Fetching and validation are written independently; on the same string they must agree."""
+    """Fetching (dataurl, after net/url normalisation) and validation (gourl) must agree on every string."""
     from fpvm.ignition import gocompat
 
     try:

@@ -311,22 +311,14 @@ def go_syntax_error(data: bytes) -> str | None:
                 if i >= n:
                     raise _GoSyntax("unexpected end of JSON input")
                 c = data[i]
-                if stack[-1] == "obj":
-                    if c == 0x2C:
-                        i += 1
-                        state = "key"
-                    elif c == 0x7D:
-                        stack.pop()
-                        i += 1
-                    else:
-                        raise bad("after object key:value pair")
-                elif c == 0x2C:
+                in_object = stack[-1] == "obj"
+                if c == 0x2C:  # ','
                     i += 1
-                    state = "value"
-                elif c == 0x5D:
+                    state = "key" if in_object else "value"
+                elif c == (0x7D if in_object else 0x5D):  # the matching '}' or ']'
                     stack.pop()
                     i += 1
                 else:
-                    raise bad("after array element")
+                    raise bad("after object key:value pair" if in_object else "after array element")
     except _GoSyntax as exc:
         return str(exc)

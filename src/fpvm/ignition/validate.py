@@ -340,20 +340,18 @@ class Validator:
 
     def storage(self, cfg: Config) -> None:
         st = cfg.storage
-        for i, disk in enumerate(st.disks):
-            self.disk(disk, f"$.storage.disks[{i}]")
-        for i, raid in enumerate(st.raid):
-            self.raid(raid, f"$.storage.raid[{i}]")
-        for i, fs in enumerate(st.filesystems):
-            self.filesystem(fs, f"$.storage.filesystems[{i}]")
-        for i, luks in enumerate(st.luks):
-            self.luks(luks, f"$.storage.luks[{i}]")
-        for i, f in enumerate(st.files):
-            self.file(f, f"$.storage.files[{i}]")
-        for i, d in enumerate(st.directories):
-            self.directory(d, f"$.storage.directories[{i}]")
-        for i, link in enumerate(st.links):
-            self.node(link, f"$.storage.links[{i}]")
+        sections: list[tuple[str, Sequence[Any], Callable[[Any, str], None]]] = [
+            ("disks", st.disks, self.disk),
+            ("raid", st.raid, self.raid),
+            ("filesystems", st.filesystems, self.filesystem),
+            ("luks", st.luks, self.luks),
+            ("files", st.files, self.file),
+            ("directories", st.directories, self.directory),
+            ("links", st.links, self.node),
+        ]
+        for name, items, check in sections:  # in upstream's order: it fixes the order of the report
+            for i, item in enumerate(items):
+                check(item, f"$.storage.{name}[{i}]")
         self.merged_dups(
             [
                 ("$.storage.directories", st.directories, lambda n: n.path),
