@@ -80,11 +80,23 @@ def sha256_hex(data: bytes) -> str:
 
 
 def load_config(data: bytes) -> tuple[Any, list[str]]:
-    """(config, []) or (None, problems)."""
+    """(config, []) or (None, problems), after following ``ignition.config.replace``/``merge``.
+
+    References are resolved here, before planning, because upstream Ignition applies the rendered
+    config: a child config's users and files are part of what the guest must provision. A reference
+    that cannot be fetched or verified makes the whole config invalid, as it does upstream. The
+    resolver (and with it http/ssl) is imported only when a config has references: podman's never do.
+    """
     from fpvm.ignition import IgnitionError, parse
 
     try:
-        return parse(data), []
+        config = parse(data)
+        refs = config.ignition.config
+        if refs.replace.source is not None or any(r.source is not None for r in refs.merge):
+            from fpvm.ignition.resolve import resolve
+
+            config = resolve(config)
+        return config, []
     except IgnitionError as exc:
         report = getattr(exc, "report", None)
         errors = getattr(report, "errors", None)

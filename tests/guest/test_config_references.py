@@ -1,0 +1,81 @@
+"""``ignition.config.merge``/``replace`` are followed before provisioning, as upstream Ignition does."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _data_url(doc: dict[str, object]) -> tuple[str, bytes]:
+    raw = json.dumps(doc).encode()
+    return "data:;base64," + base64.b64encode(raw).decode(), raw
+
+
+def _child() -> dict[str, object]:
+    return {
+        "ignition": {"version": "3.0.0"},
+        "storage": {"files": [{"path": "/etc/from-child", "contents": {"source": "data:,merged%0A"}}]},
+    }
+
+
+def _provision(tmp_path: Path, parent: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    cfg = tmp_path / "parent.ign"
+    cfg.write_text(json.dumps(parent))
+    return subprocess.run(
+        [sys.executable, "-m", "fpvm", "guest", "provision", "--root", str(root), "--config", str(cfg),
+         "--record", str(tmp_path / "cmds.jsonl"), "--no-ready"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_merged_child_files_are_provisioned(tmp_path: Path) -> None:
+    url, raw = _data_url(_child())
+    parent = {
+        "ignition": {
+            "version": "3.2.0",
+            "config": {
+                "merge": [
+                    {"source": url, "verification": {"hash": "sha512-" + hashlib.sha512(raw).hexdigest()}}
+                ]
+            },
+        },
+        "storage": {"files": [{"path": "/etc/from-parent", "contents": {"source": "data:,parent%0A"}}]},
+    }
+    result = _provision(tmp_path, parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "root/etc/from-child").read_bytes() == b"merged\n"
+    assert (tmp_path / "root/etc/from-parent").read_bytes() == b"parent\n"
+
+
+def test_replace_wins_over_the_parent(tmp_path: Path) -> None:
+    url, _ = _data_url(_child())
+    parent = {
+        "ignition": {"version": "3.2.0", "config": {"replace": {"source": url}}},
+        "storage": {"files": [{"path": "/etc/from-parent", "contents": {"source": "data:,parent%0A"}}]},
+    }
+    result = _provision(tmp_path, parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "root/etc/from-child").read_bytes() == b"merged\n"
+    assert not (tmp_path / "root/etc/from-parent").exists()
+
+
+def test_unverifiable_reference_applies_nothing(tmp_path: Path) -> None:
+    url, _ = _data_url(_child())
+    parent = {
+        "ignition": {
+            "version": "3.2.0",
+            "config": {"merge": [{"source": url, "verification": {"hash": "sha512-" + "0" * 128}}]},
+        },
+        "storage": {"files": [{"path": "/etc/from-parent", "contents": {"source": "data:,parent%0A"}}]},
+    }
+    result = _provision(tmp_path, parent)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "hash" in (result.stdout + result.stderr).lower()
+    assert not (tmp_path / "root/etc/from-parent").exists()
+    assert not (tmp_path / "root/etc/from-child").exists()
