@@ -1,47 +1,26 @@
 """A staged FreeBSD-like root for the guest agent's tests.
 
-Account files follow FreeBSD's base ``etc/master.passwd`` and ``etc/group`` (a subset: root, toor,
-daemon, operator, nobody; wheel, operator ...). ``/home`` is the relative link ``usr/home`` as on
-FreeBSD, so path resolution through a legitimate in-root symlink is exercised by every test.
+Account files come from tests/freebsd_base.py (FreeBSD's base ``etc/master.passwd`` and ``etc/group``).
+``/home`` is the relative link ``usr/home`` as on FreeBSD, so path resolution through a legitimate
+in-root symlink is exercised by every test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from freebsd_base import GROUP, MASTER_PASSWD, passwd_from_master, write_accounts
+
+__all__ = ["GROUP", "MASTER_PASSWD", "passwd_from_master"]  # re-exported for the fixture tests
 
 REPO = Path(__file__).resolve().parents[2]
-
-MASTER_PASSWD = """\
-root::0:0::0:0:Charlie &:/root:/bin/sh
-toor:*:0:0::0:0:Bourne-again Superuser:/root:
-daemon:*:1:1::0:0:Owner of many system processes:/root:/usr/sbin/nologin
-operator:*:2:5::0:0:System &:/:/usr/sbin/nologin
-nobody:*:65534:65534::0:0:Unprivileged user:/nonexistent:/usr/sbin/nologin
-"""
-
-GROUP = """\
-wheel:*:0:root
-daemon:*:1:
-kmem:*:2:
-sys:*:3:
-tty:*:4:
-operator:*:5:root
-staff:*:20:
-nogroup:*:65533:
-nobody:*:65534:
-"""
-
-
-def passwd_from_master(master: str) -> str:
-    out = []
-    for line in master.splitlines():
-        f = line.split(":")
-        out.append(":".join([f[0], "*", f[2], f[3], f[7], f[8], f[9]]))
-    return "\n".join(out) + "\n"
 
 
 def make_root(base: Path) -> Path:
@@ -51,10 +30,7 @@ def make_root(base: Path) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "root", 0o700)
     (root / "home").symlink_to("usr/home")
-    (root / "etc/master.passwd").write_text(MASTER_PASSWD)
-    os.chmod(root / "etc/master.passwd", 0o600)
-    (root / "etc/passwd").write_text(passwd_from_master(MASTER_PASSWD))
-    (root / "etc/group").write_text(GROUP)
+    write_accounts(root)
     (root / "bin/sh").write_bytes(b"")
     (root / "usr/local/bin/podman").write_bytes(b"")
     zone = root / "usr/share/zoneinfo/Europe"
@@ -93,6 +69,64 @@ def run_fpvm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fpvm", *args], capture_output=True, text=True, cwd=REPO, check=False
     )
+
+
+def provision(root: Path, config: Path, record: Path) -> subprocess.CompletedProcess[str]:
+    """``fpvm guest provision`` on a staged root, recording commands instead of running them."""
+    args = ("--root", str(root), "--config", str(config), "--record", str(record), "--no-ready")
+    return run_fpvm("guest", "provision", *args)
+
+
+def provision_config(config_path: Path, base: Path) -> dict[str, Any]:
+    """A fresh staged root under ``base`` provisioned once from ``config_path`` (the fixtures' first boot)."""
+    root = make_root(base)
+    rec = base / "record.jsonl"
+    first = provision(root, config_path, rec)
+    cfg = json.loads(config_path.read_bytes())
+    return {"root": root, "rec": rec, "result": first, "cfg": cfg, "config_path": config_path, "base": base}
+
+
+def assert_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
+    """Provisioning again from the same config leaves the tree as it was and runs no account command."""
+    root: Path = provisioned["root"]
+    rec: Path = provisioned["rec"]
+    before = snapshot(root)
+    n = len(recorded(rec))
+    again = provision(root, provisioned["config_path"], rec)
+    assert again.returncode == 0, again.stdout + again.stderr
+    changed = [line for line in again.stdout.splitlines() if line.startswith("  changed: ")]
+    # Only runtime steps may repeat: loading the 9p driver for host folders (kldload -n is a no-op
+    # when loaded) on configs with mount units. No file, no account.
+    assert [c for c in changed if "kldload -n virtio_p9fs" not in c] == []
+    assert snapshot(root) == before
+    new = recorded(rec)[n:]
+    assert [c for c in new if c[0] == "pw"] == []
+    assert all(c[0] in ("/sbin/kldload", "/sbin/sysctl", "/sbin/mount") for c in new), new
+
+
+def assert_links_applied(root: Path, cfg: dict) -> None:
+    """The docker alias always; /etc/localtime (and var/db/zoneinfo) exactly when the config links it."""
+    links = {link["path"]: link["target"] for link in cfg["storage"].get("links", [])}
+    assert os.readlink(root / "usr/local/bin/docker") == "/usr/local/bin/podman"
+    if "/etc/localtime" in links:
+        assert os.readlink(root / "etc/localtime") == links["/etc/localtime"]
+        zone = links["/etc/localtime"].split("zoneinfo/", 1)[1]
+        assert (root / "var/db/zoneinfo").read_text() == zone + "\n"
+    else:
+        assert not (root / "etc/localtime").is_symlink() and not (root / "etc/localtime").exists()
+
+
+def assert_sudoers_valid(root: Path, names: list[str]) -> str:
+    """The agent's sudoers file: a NOPASSWD rule per podman user, mode 0440, accepted by the real visudo."""
+    path = root / "usr/local/etc/sudoers.d/fpvm-podman"
+    text = path.read_text()
+    for name in names:
+        assert f"{name} ALL=(ALL:ALL) NOPASSWD: ALL\n" in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o440
+    visudo = shutil.which("visudo") or "/usr/sbin/visudo"
+    res = subprocess.run([visudo, "-cf", str(path)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return text
 
 
 def recorded(path: Path) -> list[list[str]]:

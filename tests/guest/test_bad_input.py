@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import make_root, minimal, run_fpvm, snapshot, write_config
+from guestcore_staging import make_root, minimal, provision, snapshot, write_config
 
 from fpvm.guest.plan import PlanError, PlanOptions, build_plan
 from fpvm.ignition import parse
@@ -29,9 +29,7 @@ def _provision(tmp_path: Path, cfg: dict[str, Any] | bytes) -> tuple[Path, Any, 
     else:
         write_config(conf, cfg)
     rec = tmp_path / "rec.jsonl"
-    res = run_fpvm(
-        "guest", "provision", "--root", str(root), "--config", str(conf), "--record", str(rec), "--no-ready"
-    )
+    res = provision(root, conf, rec)
     return root, res, before, rec
 
 
@@ -115,17 +113,7 @@ def test_planted_symlink_in_root_is_refused(tmp_path: Path) -> None:
         _file("/etc/ok", b"ok"),
     ]
     conf = write_config(tmp_path / "c.ign", minimal(passwd={"users": [USER]}, storage={"files": files}))
-    res = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(conf),
-        "--record",
-        str(tmp_path / "r"),
-        "--no-ready",
-    )
+    res = provision(root, conf, tmp_path / "r")
     assert res.returncode == 2, res.stdout + res.stderr  # applied what it could, reported the rest
     assert res.stdout.count("FAILED") == 3 and "absolute" in res.stdout
     assert list(outside.iterdir()) == []
@@ -150,17 +138,7 @@ def test_links_planted_in_the_root_are_not_followed_by_writes(tmp_path: Path) ->
         }
     )
     conf = write_config(tmp_path / "c.ign", cfg)
-    res = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(conf),
-        "--record",
-        str(tmp_path / "r"),
-        "--no-ready",
-    )
+    res = provision(root, conf, tmp_path / "r")
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stdout.count("FAILED") == 4
     assert list(outside.iterdir()) == []
@@ -184,17 +162,7 @@ def test_overwrite_false_keeps_a_different_existing_file(tmp_path: Path) -> None
     root = make_root(tmp_path)
     (root / "etc/motd").write_bytes(b"admin's\n")
     conf = write_config(tmp_path / "c.ign", minimal(storage={"files": [_file("/etc/motd", b"config's\n")]}))
-    res = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(conf),
-        "--record",
-        str(tmp_path / "r"),
-        "--no-ready",
-    )
+    res = provision(root, conf, tmp_path / "r")
     assert res.returncode == 0
     assert (root / "etc/motd").read_bytes() == b"admin's\n"
     assert "overwrite is false" in (root / "var/log/fpvm.log").read_text()
@@ -212,17 +180,7 @@ def test_planted_links_at_the_agents_own_files(tmp_path: Path) -> None:
     (root / "var/db/fpvm").mkdir()
     (root / "var/db/fpvm/state.json").symlink_to(str(victim))
     conf = write_config(tmp_path / "c.ign", minimal(passwd={"users": [USER]}))
-    res = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(conf),
-        "--record",
-        str(tmp_path / "r"),
-        "--no-ready",
-    )
+    res = provision(root, conf, tmp_path / "r")
     assert "Traceback" not in res.stderr
     assert victim.read_bytes() == b"keep"
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]
@@ -238,17 +196,7 @@ def test_planted_link_over_the_agents_directories(tmp_path: Path) -> None:
     (root / "var/db").rmdir()
     (root / "var/db").symlink_to(str(outside))
     conf = write_config(tmp_path / "c.ign", minimal(passwd={"users": [USER]}))
-    res = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(conf),
-        "--record",
-        str(tmp_path / "r"),
-        "--no-ready",
-    )
+    res = provision(root, conf, tmp_path / "r")
     assert res.returncode == 2, res.stdout + res.stderr
     assert "Traceback" not in res.stderr and "cannot write the log" in res.stderr
     assert list(outside.iterdir()) == []

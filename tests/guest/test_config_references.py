@@ -79,3 +79,48 @@ def test_unverifiable_reference_applies_nothing(tmp_path: Path) -> None:
     assert "hash" in (result.stdout + result.stderr).lower()
     assert not (tmp_path / "root/etc/from-parent").exists()
     assert not (tmp_path / "root/etc/from-child").exists()
+
+
+def test_sections_the_guest_cannot_apply_are_reported_not_dropped(tmp_path: Path) -> None:
+    config = {
+        "ignition": {"version": "3.3.0"},
+        "storage": {
+            "disks": [{"device": "/dev/vdb", "partitions": [{"label": "data", "number": 1}]}],
+            "raid": [{"name": "md0", "level": "raid1", "devices": ["/dev/vdc", "/dev/vdd"]}],
+            "filesystems": [{"device": "/dev/disk/by-partlabel/data", "format": "ext4", "path": "/var/data"}],
+            "luks": [{"name": "secret", "device": "/dev/vde"}],
+        },
+        "kernelArguments": {"shouldExist": ["foo=bar"], "shouldNotExist": ["quiet"]},
+    }
+    cfg = tmp_path / "devices.ign"
+    cfg.write_text(json.dumps(config))
+    plan = subprocess.run(
+        [sys.executable, "-m", "fpvm", "guest", "plan", "--json", "--config", str(cfg)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    sources = {a["source"]: a["disposition"] for a in json.loads(plan.stdout)}
+    assert sources == {
+        "$.storage.disks[0]": "ignore",
+        "$.storage.raid[0]": "ignore",
+        "$.storage.filesystems[0]": "ignore",
+        "$.storage.luks[0]": "ignore",
+        "$.kernelArguments.shouldExist[0]": "ignore",
+        "$.kernelArguments.shouldNotExist[0]": "ignore",
+    }
+    show = subprocess.run(
+        [sys.executable, "-m", "fpvm", "ignition", "show", "--json", str(cfg)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    info = json.loads(show.stdout)
+    assert [d["path"] for d in info["devices"]] == [
+        "disks: /dev/vdb",
+        "raid: md0",
+        "filesystems: /dev/disk/by-partlabel/data",
+        "luks: secret",
+    ]
+    assert [k["path"] for k in info["kernel arguments"]] == ["shouldExist: foo=bar", "shouldNotExist: quiet"]
+    assert all(
+        d["disposition"] == "ignore" and d["notes"] for d in info["devices"] + info["kernel arguments"]
+    )
+    result = _provision(tmp_path, config)
+    assert result.returncode == 0, result.stdout + result.stderr

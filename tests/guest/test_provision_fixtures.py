@@ -21,10 +21,14 @@ import pytest
 from guestcore_staging import (
     GROUP,
     MASTER_PASSWD,
+    assert_links_applied,
+    assert_second_run_changes_nothing,
+    assert_sudoers_valid,
     make_root,
     passwd_from_master,
+    provision,
+    provision_config,
     recorded,
-    run_fpvm,
     snapshot,
 )
 from pw_synopsis import check_pw_argv
@@ -54,22 +58,7 @@ def _mode(p: Path) -> int:
 @pytest.fixture(scope="module", params=CONFIGS, ids=[p.name for p in CONFIGS])
 def provisioned(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     config_path: Path = request.param
-    base = tmp_path_factory.mktemp(config_path.stem)
-    root = make_root(base)
-    rec = base / "record.jsonl"
-    first = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(config_path),
-        "--record",
-        str(rec),
-        "--no-ready",
-    )
-    cfg = json.loads(config_path.read_bytes())
-    return {"root": root, "rec": rec, "result": first, "cfg": cfg, "config_path": config_path, "base": base}
+    return provision_config(config_path, tmp_path_factory.mktemp(config_path.stem))
 
 
 def test_exit_status_and_summary(provisioned: dict[str, Any]) -> None:
@@ -133,14 +122,8 @@ def test_authorized_keys(provisioned: dict[str, Any]) -> None:
 
 
 def test_sudoers_passes_visudo(provisioned: dict[str, Any]) -> None:
-    path = provisioned["root"] / "usr/local/etc/sudoers.d/fpvm-podman"
-    text = path.read_text()
-    assert "core ALL=(ALL:ALL) NOPASSWD: ALL\n" in text
+    text = assert_sudoers_valid(provisioned["root"], ["core"])
     assert "root" not in text.split("\n", 1)[1]
-    assert _mode(path) == 0o440
-    visudo = shutil.which("visudo") or "/usr/sbin/visudo"
-    res = subprocess.run([visudo, "-cf", str(path)], capture_output=True, text=True, check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_files_mapped_to_freebsd(provisioned: dict[str, Any]) -> None:
@@ -189,15 +172,7 @@ def test_directories_owned_by_user(provisioned: dict[str, Any]) -> None:
 
 
 def test_links(provisioned: dict[str, Any]) -> None:
-    root: Path = provisioned["root"]
-    links = {link["path"]: link["target"] for link in provisioned["cfg"]["storage"].get("links", [])}
-    assert os.readlink(root / "usr/local/bin/docker") == "/usr/local/bin/podman"
-    if "/etc/localtime" in links:
-        assert os.readlink(root / "etc/localtime") == links["/etc/localtime"]
-        zone = links["/etc/localtime"].split("zoneinfo/", 1)[1]
-        assert (root / "var/db/zoneinfo").read_text() == zone + "\n"
-    else:
-        assert not (root / "etc/localtime").exists()
+    assert_links_applied(provisioned["root"], provisioned["cfg"])
 
 
 def test_rc_conf_d(provisioned: dict[str, Any]) -> None:
@@ -232,23 +207,7 @@ def test_state_report_and_log(provisioned: dict[str, Any]) -> None:
 
 
 def test_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
-    root: Path = provisioned["root"]
-    rec: Path = provisioned["rec"]
-    before = snapshot(root)
-    n = len(recorded(rec))
-    again = run_fpvm(
-        "guest", "provision", "--root", str(root), "--config", str(provisioned["config_path"]),
-        "--record", str(rec), "--no-ready",
-    )  # fmt: skip
-    assert again.returncode == 0, again.stderr
-    changed = [line for line in again.stdout.splitlines() if line.startswith("  changed: ")]
-    # Only runtime steps may repeat: loading the 9p driver for host folders (kldload -n is a no-op
-    # when loaded) on configs with mount units. No file, no account.
-    assert [c for c in changed if "kldload -n virtio_p9fs" not in c] == []
-    assert snapshot(root) == before
-    new = recorded(rec)[n:]
-    assert [c for c in new if c[0] == "pw"] == []
-    assert all(c[0] in ("/sbin/kldload", "/sbin/sysctl", "/sbin/mount") for c in new), new
+    assert_second_run_changes_nothing(provisioned)
 
 
 CAPTURE_KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIY13ql7ogiegYHHFbAKgAnlG//v6FRNqeCt518RJC8p user@host\n"
@@ -313,8 +272,7 @@ def test_capture_tree_byte_for_byte(tmp_path: Path) -> None:
     """The whole tree the 4.3.1 capture produces: nothing more, nothing less, every byte and mode."""
     root = make_root(tmp_path)
     before = snapshot(root, exclude=())
-    res = run_fpvm("guest", "provision", "--root", str(root), "--config", str(PODMAN_CAPTURE / "machine.ign"),
-                   "--record", str(tmp_path / "rec"), "--no-ready")  # fmt: skip
+    res = provision(root, PODMAN_CAPTURE / "machine.ign", tmp_path / "rec")
     assert res.returncode == 0, res.stderr
     after = snapshot(root, exclude=())
     new = {k for k in after if k not in before}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guestcore_staging import minimal, run_fpvm, write_config
+from guestcore_staging import make_root, minimal, provision, run_fpvm, write_config
 
 from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 
@@ -103,3 +103,37 @@ def test_skipped_mount_unit_has_one_classification(tmp_path: Path) -> None:
     for_bad = [a for a in json.loads(res.stdout) if a.get("source") == "$.systemd.units[1]"]
     assert [(a["kind"], a["disposition"]) for a in for_bad] == [("note", "ignore")]
     assert "contains a space" in for_bad[0]["note"]
+
+
+NETRECOVER = Path(__file__).resolve().parent / "podman-configs/v4.9.5-qemu-darwin-netrecover.ign"
+NETRECOVER_SCRIPT = "/usr/local/bin/net-health-recovery.sh"
+
+
+def test_net_health_recovery_script_skipped_with_its_unit(tmp_path: Path) -> None:
+    """podman 4.9 on macOS (``useNetworkRecover``): the script only its unit runs, and the unit bounces
+    Fedora's enp0s1; both are reported as 'ignore' with a reason and neither lands on FreeBSD."""
+    res = run_fpvm("ignition", "show", str(NETRECOVER), "--json")
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    script = next(f for f in shown["files"] if f["path"] == NETRECOVER_SCRIPT)
+    unit = next(u for u in shown["units"] if u["name"] == "net-health-recovery.service")
+    assert script["disposition"] == unit["disposition"] == "ignore"
+    assert script["notes"] == [
+        "Linux-only: network recovery script of net-health-recovery.service (bounces Fedora's enp0s1)"
+    ]
+    assert any("enp0s1" in n and "Linux-only" in n for n in unit["notes"])
+
+    res = run_fpvm("guest", "plan", "--config", str(NETRECOVER), "--json")
+    assert res.returncode == 0, res.stderr
+    planned = [a for a in json.loads(res.stdout) if "net-health-recovery" in json.dumps(a)]
+    assert [(a["subject"], a["disposition"]) for a in planned] == [
+        (f"file {NETRECOVER_SCRIPT}", "ignore"),
+        ("net-health-recovery.service", "ignore"),
+    ]
+    assert "net-health-recovery.service" in planned[0]["note"]
+
+    root = make_root(tmp_path)
+    res = provision(root, NETRECOVER, tmp_path / "rec.jsonl")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not (root / NETRECOVER_SCRIPT.lstrip("/")).exists()
+    assert (root / "usr/local/bin/podman").exists()  # the folder itself is the image's, untouched

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import make_root, minimal, run_fpvm, snapshot, write_config
+from guestcore_staging import make_root, minimal, provision, snapshot, write_config
 
 from fpvm.guest.context import make_context
 from fpvm.guest.plan import PlanError, PlanOptions, build_plan
@@ -135,17 +135,7 @@ def test_unknown_owner_fails_that_action_only(root: Path) -> None:
             storage={"files": [_file("/srv/a", b"x", user={"name": "nobody-here"}), _file("/srv/b", b"y")]}
         ),
     )
-    res = run_fpvm(
-        "guest",
-        "provision",
-        "--root",
-        str(root),
-        "--config",
-        str(conf),
-        "--record",
-        str(root.parent / "r"),
-        "--no-ready",
-    )
+    res = provision(root, conf, root.parent / "r")
     assert res.returncode == 2
     assert "user 'nobody-here' does not exist" in res.stdout
     assert (root / "srv/b").read_bytes() == b"y"

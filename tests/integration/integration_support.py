@@ -17,29 +17,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from freebsd_base import write_accounts
+
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-
-# FreeBSD's base etc/master.passwd and etc/group (freebsd-src etc/master.passwd, etc/group; a subset).
-# A real image has these from FreeBSD-set-minimal; the overlay and the Ignition config do not.
-MASTER_PASSWD = """\
-root::0:0::0:0:Charlie &:/root:/bin/sh
-toor:*:0:0::0:0:Bourne-again Superuser:/root:
-daemon:*:1:1::0:0:Owner of many system processes:/root:/usr/sbin/nologin
-operator:*:2:5::0:0:System &:/:/usr/sbin/nologin
-nobody:*:65534:65534::0:0:Unprivileged user:/nonexistent:/usr/sbin/nologin
-"""
-GROUP = """\
-wheel:*:0:root
-daemon:*:1:
-kmem:*:2:
-sys:*:3:
-tty:*:4:
-operator:*:5:root
-staff:*:20:
-nogroup:*:65533:
-nobody:*:65534:
-"""
 
 
 def fpvm(
@@ -96,14 +77,7 @@ def add_freebsd_base(root: Path, zones: tuple[str, ...] = ("Europe/Paris",)) -> 
     os.chmod(root / "root", 0o700)
     if not (root / "home").is_symlink():
         (root / "home").symlink_to("usr/home")
-    (root / "etc/master.passwd").write_text(MASTER_PASSWD)
-    os.chmod(root / "etc/master.passwd", 0o600)
-    passwd = []
-    for line in MASTER_PASSWD.splitlines():
-        f = line.split(":")
-        passwd.append(":".join([f[0], "*", f[2], f[3], f[7], f[8], f[9]]))
-    (root / "etc/passwd").write_text("\n".join(passwd) + "\n")
-    (root / "etc/group").write_text(GROUP)
+    write_accounts(root)
     (root / "bin/sh").write_bytes(b"")
     for zone in zones:
         z = root / "usr/share/zoneinfo" / zone

@@ -183,15 +183,20 @@ def test_qemu_argv_offers_the_config_and_one_share_per_volume(host_machine: Host
     assert [s["mount_tag"] for s in shares] == ["fpvm0", "fpvm1"]
 
 
-def test_guest_provisions_machine_config(host_machine: HostMachine, staged: Path, tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, host_machine.config)
+def provision_and_check(m: HostMachine, staged: Path, tmp_path: Path, config: bytes) -> None:
+    """Provision ``staged`` from ``config`` as the first boot does, then check the state and the mounts
+    (the first boot mounts the shares too, exactly as QEMU names them)."""
+    cfg = write_config(tmp_path, config)
     rec = tmp_path / "cmds.jsonl"
     result = fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(rec),
                   "--no-ready")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert_provisioned(staged, host_machine)
-    # The first boot mounts the shares too, exactly as QEMU names them.
-    assert mount_records(records(rec)) == expected_mount_commands(host_machine)
+    assert_provisioned(staged, m)
+    assert mount_records(records(rec)) == expected_mount_commands(m)
+
+
+def test_guest_provisions_machine_config(host_machine: HostMachine, staged: Path, tmp_path: Path) -> None:
+    provision_and_check(host_machine, staged, tmp_path, host_machine.config)
 
 
 def test_plan_mounts_matches_qemu_tags(host_machine: HostMachine, staged: Path, tmp_path: Path) -> None:
@@ -244,13 +249,7 @@ def test_config_through_qemu_fwcfg(host_machine: HostMachine, staged: Path, tmp_
     finally:
         stop(process)
     assert got.stdout == host_machine.config
-    cfg = write_config(tmp_path, got.stdout)
-    rec = tmp_path / "cmds.jsonl"
-    result = fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(rec),
-                  "--no-ready")  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert_provisioned(staged, host_machine)
-    assert mount_records(records(rec)) == expected_mount_commands(host_machine)
+    provision_and_check(host_machine, staged, tmp_path, got.stdout)
 
 
 def test_ready_port_is_the_qemu_virtserialport(host_machine: HostMachine) -> None:

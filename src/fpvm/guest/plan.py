@@ -451,12 +451,35 @@ def _plan_api_socket(b: _Builder, config: Any) -> None:
         b.actions.append(action)
 
 
+_NO_DEVICES = "not supported by the fpvm guest: the VM has one disk, which grows at every boot"
+_NO_KARGS = "Linux kernel command line: FreeBSD takes its tunables from loader.conf (the image sets them)"
+
+
+def _plan_unsupported(b: _Builder, config: Any) -> None:
+    """Sections podman never sends and FreeBSD cannot act on: reported, never fatal."""
+    st = config.storage
+    for i, d in enumerate(st.disks):
+        b.actions.append(Note(f"disk {d.device}", _NO_DEVICES, f"$.storage.disks[{i}]"))
+    for i, r in enumerate(st.raid):
+        b.actions.append(Note(f"raid {r.name}", _NO_DEVICES, f"$.storage.raid[{i}]"))
+    for i, fs in enumerate(st.filesystems):
+        at = f" at {fs.path}" if fs.path else ""
+        b.actions.append(Note(f"filesystem {fs.device}{at}", _NO_DEVICES, f"$.storage.filesystems[{i}]"))
+    for i, lk in enumerate(st.luks):
+        b.actions.append(Note(f"luks {lk.name}", _NO_DEVICES, f"$.storage.luks[{i}]"))
+    kargs = config.kernel_arguments
+    for key, values in (("shouldExist", kargs.should_exist), ("shouldNotExist", kargs.should_not_exist)):
+        for i, arg in enumerate(values):
+            b.actions.append(Note(f"kernel argument {arg}", _NO_KARGS, f"$.kernelArguments.{key}[{i}]"))
+
+
 def build_plan(config: Any, options: PlanOptions | None = None, *, units: bool = True) -> list[Action]:
     """The actions that make a FreeBSD root match ``config``; raises PlanError for bad input."""
     b = _Builder(options or PlanOptions())
     b.opts.config = config
     _plan_passwd(b, config)
     _plan_storage(b, config)
+    _plan_unsupported(b, config)
     if units:
         _plan_units(b, config)
         _plan_api_socket(b, config)

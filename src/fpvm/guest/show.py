@@ -80,7 +80,7 @@ def _decoded_size(file: Any) -> str:
 
 
 def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]]]:
-    """Users, files, directories, links and units, each with its disposition and actions."""
+    """Users, files, directories, links, units, devices and kernel arguments, each with its disposition."""
     items = _by_item(actions)
 
     def entry(where: str, **info: Any) -> dict[str, Any]:
@@ -98,6 +98,8 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
         "directories": [],
         "links": [],
         "units": [],
+        "devices": [],
+        "kernel arguments": [],
     }
     for i, u in enumerate(config.passwd.users):
         keys = [
@@ -132,6 +134,20 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
             else ("enabled" if unit.enabled else ("disabled" if unit.enabled is False else ""))
         )
         out["units"].append(entry(f"$.systemd.units[{i}]", name=unit.name, state=state))
+    st = config.storage
+    for section, things in (
+        ("disks", st.disks),
+        ("raid", st.raid),
+        ("filesystems", st.filesystems),
+        ("luks", st.luks),
+    ):
+        for i, thing in enumerate(things):
+            name = thing.name if section in ("raid", "luks") else thing.device
+            out["devices"].append(entry(f"$.storage.{section}[{i}]", path=f"{section}: {name}"))
+    kargs = config.kernel_arguments
+    for key, values in (("shouldExist", kargs.should_exist), ("shouldNotExist", kargs.should_not_exist)):
+        for i, arg in enumerate(values):
+            out["kernel arguments"].append(entry(f"$.kernelArguments.{key}[{i}]", path=f"{key}: {arg}"))
     return out
 
 

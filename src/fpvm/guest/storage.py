@@ -50,6 +50,12 @@ LINUX_ONLY: tuple[tuple[str, str], ...] = (
     ("/etc/modules-load.d", "Linux kernel modules"),
     ("/etc/udev", "udev"),
     ("/etc/selinux", "SELinux"),
+    # podman 4.9 on a macOS host: run only by net-health-recovery.service (skipped, see fpvm.guest.systemd);
+    # it bounces Fedora's enp0s1, an interface FreeBSD does not have.
+    (
+        "/usr/local/bin/net-health-recovery.sh",
+        "network recovery script of net-health-recovery.service (bounces Fedora's enp0s1)",
+    ),
 )
 
 
