@@ -168,3 +168,64 @@ def test_recording_runner_asks_nothing(tmp_path: Path) -> None:
     probe = Probe.from_runner(RootFS(tmp_path), runner)
     assert configsource.detect_unsupported(probe) == []
     assert runner.commands == []
+
+
+# -- Hyper-V KVP (pool files laid out as tests/guest/test_kvp.py documents) ---------------------------
+def hyperv_probe(root: Path) -> Probe:
+    return Probe(
+        RootFS(root), lambda argv: "hv" if list(argv) == ["/sbin/sysctl", "-n", "kern.vm_guest"] else None
+    )
+
+
+def test_hyperv_config_read_from_kvp_pool(tmp_path: Path) -> None:
+    from test_kvp import podman_dice, pool_bytes, write_pool
+
+    config = (Path(__file__).parent / "podman-configs/v5.7.1-hyperv.ign").read_bytes()
+    write_pool(tmp_path, pool_bytes(podman_dice(config)))
+    out = find_sources(fwcfg_opener=no_device, qemufwcfg_mount=None, probe=hyperv_probe(tmp_path))
+    assert out.config == config
+    assert out.config_origin == "hyperv KVP /var/db/hyperv/pool/.kvp_pool_0"
+    assert out.unsupported == []
+    assert (
+        out.attempts[-1].line()
+        == f"hyperv KVP /var/db/hyperv/pool/.kvp_pool_0: found ({len(config)} bytes in 4 keys)"
+    )
+
+
+def test_hyperv_without_pool_file_says_daemon_not_running(tmp_path: Path) -> None:
+    out = find_sources(fwcfg_opener=no_device, qemufwcfg_mount=None, probe=hyperv_probe(tmp_path))
+    assert out.config is None
+    assert [a.source for a in out.unsupported] == ["hyperv KVP (ignition.config.N)"]
+    assert "hv_kvp_daemon has not run" in out.unsupported[0].detail
+    assert "kern.vm_guest=hv" in out.unsupported[0].detail
+    assert out.summary().startswith("no config: hyperv KVP")
+
+
+def test_hyperv_pool_with_gap_is_reported_as_error(tmp_path: Path) -> None:
+    from test_kvp import podman_dice, pool_bytes, write_pool
+
+    parts = podman_dice((Path(__file__).parent / "podman-configs/v5.7.1-hyperv.ign").read_bytes())
+    write_pool(tmp_path, pool_bytes(parts, [0, 1, 3]))
+    log = Log()
+    out = find_sources(fwcfg_opener=no_device, qemufwcfg_mount=None, probe=hyperv_probe(tmp_path), log=log)
+    assert out.config is None
+    assert any("hyperv KVP /var/db/hyperv/pool/.kvp_pool_0: error (missing" in line for line in log.lines)
+    assert [a.status for a in out.attempts if a.source.startswith("hyperv KVP /")] == ["error"]
+    assert "missing ignition.config.2" in out.unsupported[0].detail
+
+
+def test_kvp_pool_only_read_under_hyperv_and_after_fwcfg(tmp_path: Path) -> None:
+    from test_kvp import pool_bytes, write_pool
+
+    write_pool(tmp_path, pool_bytes([b'{"ignition":{"version":"3.4.0"}}']))
+    not_hv = find_sources(
+        fwcfg_opener=no_device, qemufwcfg_mount=None, probe=Probe(RootFS(tmp_path), lambda argv: None)
+    )
+    assert not_hv.config is None and not any("KVP" in a.source for a in not_hv.attempts)
+    device = FakeDevice({CFG: b"{}"})
+    first = find_sources(fwcfg_opener=lambda: device, qemufwcfg_mount=None, probe=hyperv_probe(tmp_path))
+    assert first.config == b"{}" and not any("KVP" in a.source for a in first.attempts)
+    off = find_sources(
+        fwcfg_opener=no_device, qemufwcfg_mount=None, probe=hyperv_probe(tmp_path), kvp_pool=None
+    )
+    assert off.config is None and off.unsupported[0].source == "hyperv KVP (ignition.config.N)"

@@ -14,8 +14,9 @@ reported with the reason, never silently skipped:
 
 * Hyper-V (Windows, podman 5.x): KVP pool keys ``ignition.config.0..N``. Detected by
   ``sysctl kern.vm_guest`` = ``hv`` (FreeBSD's names: none, generic, xen, hv, vmware, kvm, bhyve) or a
-  non-empty ``hw.hv_vendor``. Not read yet: needs a KVP pool reader (FreeBSD's hv_kvp_daemon speaks
-  the protocol, but fpvm does not use it yet).
+  non-empty ``hw.hv_vendor``. Read from hv_kvp_daemon's pool file for the host's pool 0,
+  ``/var/db/hyperv/pool/.kvp_pool_0`` (``fpvm.guest.kvp``); when that file or the keys are missing
+  (daemon not running yet, or not a podman VM) it is reported as unsupported, with the reason.
 * applehv / libkrun (macOS, podman 5.x): HTTP over AF_VSOCK, host CID 2 port 1024, first boot only.
   Detected by a virtio-vsock PCI function (vendor 0x1af4, device 0x1053) in ``pciconf -l``, or by an
   SMBIOS maker/product naming Apple (``kenv smbios.system.maker`` / ``smbios.system.product``, a
@@ -33,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from fpvm.guest import kvp
+
 if TYPE_CHECKING:
     from fpvm.guest.rootfs import RootFS
     from fpvm.guest.runner import Runner
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 CONFIG_ENTRY = "opt/com.coreos/config"
 ENVIRONMENT_ENTRY = "opt/com.coreos/environment"
 QEMUFWCFG_MOUNT = "/var/run/qemufwcfg"
+KVP_POOL_FILE = kvp.pool_file()
+HYPERV_SOURCE = "hyperv KVP (ignition.config.N)"
 VIRTIO_VENDOR = 0x1AF4
 VIRTIO_VSOCK_DEVICE = 0x1053  # virtio 1.0 PCI id: 0x1040 + device type 19 (vsock)
 
@@ -146,25 +151,33 @@ class Probe:
         return ids
 
 
-def detect_unsupported(probe: Probe) -> list[Attempt]:
-    """Config sources of providers this agent cannot read yet, with the reason."""
-    found: list[Attempt] = []
+def hyperv_evidence(probe: Probe) -> str | None:
+    """Why this looks like a Hyper-V guest, or None."""
     vm_guest = probe.sysctl("kern.vm_guest")
+    if vm_guest == "hv":
+        return f"kern.vm_guest={vm_guest}"
     hv_vendor = probe.sysctl("hw.hv_vendor")
+    if hv_vendor:
+        return f"hw.hv_vendor={hv_vendor}"
     maker = probe.dmi("sys_vendor") or probe.kenv("smbios.system.maker") or ""
     product = probe.dmi("product_name") or probe.kenv("smbios.system.product") or ""
-    if vm_guest == "hv" or hv_vendor or (maker.startswith("Microsoft") and product == "Virtual Machine"):
-        evidence = f"kern.vm_guest={vm_guest}" if vm_guest == "hv" else f"hw.hv_vendor={hv_vendor}"
-        if vm_guest != "hv" and not hv_vendor:
-            evidence = f"SMBIOS {maker} / {product}"
-        found.append(
-            Attempt(
-                "hyperv KVP (ignition.config.N)",
-                "unsupported",
-                f"Hyper-V detected ({evidence}); podman passes the config through Hyper-V KVP pool "
-                "keys, which fpvm does not read yet",
-            )
-        )
+    if maker.startswith("Microsoft") and product == "Virtual Machine":
+        return f"SMBIOS {maker} / {product}"
+    return None
+
+
+def detect_unsupported(probe: Probe, hyperv_reason: str | None = None) -> list[Attempt]:
+    """Config sources of providers this agent cannot read (here and now), with the reason.
+
+    ``hyperv_reason`` says why the KVP pool gave no config; without it, the generic reason.
+    """
+    found: list[Attempt] = []
+    maker = probe.dmi("sys_vendor") or probe.kenv("smbios.system.maker") or ""
+    product = probe.dmi("product_name") or probe.kenv("smbios.system.product") or ""
+    evidence = hyperv_evidence(probe)
+    if evidence is not None:
+        reason = hyperv_reason or f"no ignition.config.N keys read from {KVP_POOL_FILE}"
+        found.append(Attempt(HYPERV_SOURCE, "unsupported", f"Hyper-V detected ({evidence}); {reason}"))
     vsock = (VIRTIO_VENDOR, VIRTIO_VSOCK_DEVICE) in probe.pci_ids()
     apple = "apple" in maker.lower() or "apple" in product.lower()
     if vsock or apple:
@@ -219,18 +232,43 @@ def _read_mount(mount: str, name: str) -> tuple[bytes | None, Attempt]:
     return data, Attempt(label, "found", f"{len(data)} bytes")
 
 
+def _read_kvp(probe: Probe, pool: str) -> tuple[bytes | None, Attempt, str]:
+    """The config from the Hyper-V KVP pool file, the attempt, and (when none) why, for the report."""
+    label = f"hyperv KVP {pool}"
+    root = str(probe.root.root) if probe.root is not None else "/"
+    try:
+        data, pieces = kvp.read_ignition(root, pool)
+    except FileNotFoundError:
+        why = (
+            f"{pool} does not exist: hv_kvp_daemon has not run (devd starts it when /dev/hv_kvp_dev "
+            "appears; is the hv_kvp driver attached?)"
+        )
+        return None, Attempt(label, "absent", "no pool file"), why
+    except (OSError, kvp.KvpError) as exc:
+        return None, Attempt(label, "error", str(exc)), f"{pool} is unusable: {exc}"
+    if data is None:
+        why = (
+            f"{pool} has no ignition.config.N keys (not a podman machine, or the host has not sent them yet)"
+        )
+        return None, Attempt(label, "absent", "no ignition.config.N keys"), why
+    return data, Attempt(label, "found", f"{len(data)} bytes in {pieces} keys"), ""
+
+
 def find_sources(
     *,
     config_file: str | None = None,
     fwcfg_opener: Callable[[], FwCfgDevice] | None = default_fwcfg_opener,
     qemufwcfg_mount: str | None = QEMUFWCFG_MOUNT,
     probe: Probe | None = None,
+    kvp_pool: str | None = KVP_POOL_FILE,
     log: Any = None,
 ) -> Sources:
     """Try every source in order; each attempt is logged (``log.info``/``log.warn``) and returned.
 
     An explicit ``--config`` file that cannot be read is an error (raised as OSError): the caller asked
-    for it. fw_cfg problems are only reported.
+    for it. fw_cfg problems are only reported. ``kvp_pool`` is the guest path of hv_kvp_daemon's
+    pool 0 file, read under the probe's root (``/`` without one) only when Hyper-V is detected;
+    None skips it.
     """
     out = Sources()
 
@@ -280,17 +318,27 @@ def find_sources(
             close()
 
     if out.config is None:
-        out.unsupported = detect_unsupported(probe or Probe())
-        for attempt in out.unsupported:
+        probe = probe or Probe()
+        hyperv_reason: str | None = None
+        if kvp_pool is not None and hyperv_evidence(probe) is not None:
+            data, attempt, hyperv_reason = _read_kvp(probe, kvp_pool)
             note(attempt)
-        if not out.unsupported:
-            note(Attempt("config", "absent", "no source delivered a config"))
+            if data is not None:
+                out.config, out.config_origin = data, attempt.source
+        if out.config is None:
+            out.unsupported = detect_unsupported(probe, hyperv_reason)
+            for attempt in out.unsupported:
+                note(attempt)
+            if not out.unsupported:
+                note(Attempt("config", "absent", "no source delivered a config"))
     return out
 
 
 __all__ = [
     "CONFIG_ENTRY",
     "ENVIRONMENT_ENTRY",
+    "HYPERV_SOURCE",
+    "KVP_POOL_FILE",
     "QEMUFWCFG_MOUNT",
     "Attempt",
     "Probe",
@@ -298,4 +346,5 @@ __all__ = [
     "default_fwcfg_opener",
     "detect_unsupported",
     "find_sources",
+    "hyperv_evidence",
 ]
