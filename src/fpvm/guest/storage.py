@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fpvm.guest.context import ApplyContext
 
 CONTAINERS_LINUX = "/etc/containers"
@@ -114,27 +116,16 @@ def map_link_target(target: str) -> tuple[str, str]:
 Owner = tuple[int | None, str | None]  # (id, name) as in Ignition's NodeUser/NodeGroup
 
 
-def _resolve_user(ctx: ApplyContext, owner: Owner, what: str) -> int:
-    uid, name = owner
-    if uid is not None:
-        return uid
+def _resolve(owner: Owner, lookup: Callable[[str], int | None], kind: str, what: str) -> int:
+    """An Ignition NodeUser/NodeGroup to a number: the id if given, else the name looked up, else root."""
+    number, name = owner
+    if number is not None:
+        return number
     if not name:
         return 0
-    found = ctx.accounts.uid_of(name)
+    found = lookup(name)
     if found is None:
-        raise RuntimeError(f"{what}: user {name!r} does not exist")
-    return found
-
-
-def _resolve_group(ctx: ApplyContext, owner: Owner, what: str) -> int:
-    gid, name = owner
-    if gid is not None:
-        return gid
-    if not name:
-        return 0
-    found = ctx.accounts.gid_of(name)
-    if found is None:
-        raise RuntimeError(f"{what}: group {name!r} does not exist")
+        raise RuntimeError(f"{what}: {kind} {name!r} does not exist")
     return found
 
 
@@ -175,7 +166,10 @@ class _Node(Action):
         return out
 
     def _ids(self, ctx: ApplyContext) -> tuple[int, int]:
-        return _resolve_user(ctx, self.user, self.path), _resolve_group(ctx, self.group, self.path)
+        return (
+            _resolve(self.user, ctx.accounts.uid_of, "user", self.path),
+            _resolve(self.group, ctx.accounts.gid_of, "group", self.path),
+        )
 
     def _suffix(self) -> str:
         extra = f" ({self.config_path})" if self.config_path != self.path else ""
