@@ -52,13 +52,18 @@ def atomic_write(
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make a rename or unlink in ``path`` durable (a no-op where directories cannot be opened)."""
+    fsync_path(path, getattr(os, "O_DIRECTORY", 0))
+
+
+def fsync_path(path: str | os.PathLike[str], flags: int = getattr(os, "O_NOFOLLOW", 0)) -> None:
+    """fsync(2) a file or directory by path; gone or unopenable means nothing to make durable."""
     try:
-        dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(path, os.O_RDONLY | flags)
     except OSError:
         return
     try:
-        os.fsync(dfd)
+        os.fsync(fd)
     except OSError:
         pass
     finally:
-        os.close(dfd)
+        os.close(fd)

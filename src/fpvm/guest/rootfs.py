@@ -29,7 +29,7 @@ import os
 import stat
 from pathlib import Path
 
-from fpvm.fsutil import atomic_write, fsync_dir
+from fpvm.fsutil import atomic_write, fsync_dir, fsync_path
 
 MAX_SYMLINKS = 40
 
@@ -92,7 +92,7 @@ class RootFS:
             return 0
         os.sync()
         for path in sorted(pending):
-            _fsync_path(path)
+            fsync_path(path)
         return len(pending)
 
     def _durable(self, host: str | os.PathLike[str], parent: str | os.PathLike[str]) -> None:
@@ -374,20 +374,6 @@ class RootFS:
         except OSError as exc:
             if exc.errno != errno.EPERM:
                 raise
-
-
-def _fsync_path(host: str) -> None:
-    """fsync(2) a file or directory by path (gone or unopenable: nothing to make durable)."""
-    try:
-        fd = os.open(host, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _lstat(host: str | Path) -> os.stat_result | None:
