@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# CI lays shared/ beside the checkout; FPVM_SHARED overrides for other layouts.
-SHARED = Path(os.environ.get("FPVM_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+# Captured podman output (data) lives in the repository: a fresh clone needs nothing beside it.
+FIXTURES = REPO / "tests" / "fixtures"
 PODMAN_IGNITION = FIXTURES / "podman-ignition"
 PODMAN_CAPTURE = FIXTURES / "podman-4.3.1-qemu-capture"
 
@@ -23,5 +21,5 @@ def podman_ignition_configs() -> list[Path]:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"podman fixtures not found at {FIXTURES} (set FPVM_SHARED to the shared/ folder)")
+        pytest.fail(f"podman fixtures not found at {FIXTURES}")
     return FIXTURES

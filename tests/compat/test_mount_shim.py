@@ -49,7 +49,7 @@ def record(root: Path, tmp_path: Path, *args: str) -> tuple[int, list[list[str]]
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        # podman 4.x (the capture in shared/fixtures/podman-4.3.1-qemu-capture)
+        # podman 4.x (the capture in tests/fixtures/podman-4.3.1-qemu-capture)
         (
             ["-t", "9p", "-o", "trans=virtio", "vol0", "/tmp", "-o", "version=9p2000.L,msize=131072"],
             ["/sbin/mount", "-t", "p9fs", "vol0", "/tmp"],

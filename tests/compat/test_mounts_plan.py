@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,10 +24,7 @@ from fpvm.guest.mounts import (
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import Result
 
-# as tests/conftest.py: CI lays shared/ beside the checkout; FPVM_SHARED overrides
-FIXTURES = (
-    Path(os.environ.get("FPVM_SHARED", Path(__file__).resolve().parents[2].parent / "shared")) / "fixtures"
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KLD = ["/sbin/kldload", "-n", "virtio_p9fs"]
 
 
@@ -53,7 +49,7 @@ def config(units: list[dict[str, Any]] | None = None, table: dict[str, Any] | st
 def podman_units(name: str) -> list[dict[str, Any]]:
     path = FIXTURES / "podman-ignition" / name
     if not path.exists():
-        pytest.fail(f"fixture {path} missing (set FPVM_SHARED)")
+        pytest.fail(f"fixture {path} missing")
     data = json.loads(path.read_text())
     return list(data["systemd"]["units"])
 

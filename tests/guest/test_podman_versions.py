@@ -1,4 +1,4 @@
-"""Ignition configs from podman versions and providers beyond ../shared/fixtures provision correctly.
+"""Ignition configs from podman versions and providers beyond tests/fixtures provision correctly.
 
 The configs in ``podman-configs/`` were written by podman's own ignition builder (``pkg/machine/ignition.go``
 in 4.x, ``pkg/machine/ignition/ignition.go`` in 5.x and main), driven the way ``podman machine init``
