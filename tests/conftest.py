@@ -23,3 +23,9 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"podman fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _no_host_gvproxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never pick up a gvproxy installed on the host: those that want one pass it explicitly."""
+    monkeypatch.setattr("fpvm.machine.qemu.find_gvproxy", lambda: None)
