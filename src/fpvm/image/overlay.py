@@ -304,6 +304,8 @@ class _Planner:
             self.parents.add(path.parent)
             return True
         except OSError as exc:
+            if isinstance(exc, NotADirectoryError) and not inside and not self.directory(path.parent):
+                return False  # named the file in the way above DIR
             self.fail(f"{path}: {exc.strerror}")
             return False
         if stat.S_ISLNK(st.st_mode) and inside:
