@@ -31,14 +31,18 @@ OK_FILE = _file("/etc/ok", b"ok\n")
 USER = {"name": "core", "uid": 501, "sshAuthorizedKeys": ["ssh-ed25519 AAAA k"]}
 
 CASES = {
-    "file-overwrite": ({"files": [_file("/", b"payload", overwrite=True, mode=0o644), OK_FILE]}, "files[0].path"),
+    "file-overwrite": (
+        {"files": [_file("/", b"payload", overwrite=True, mode=0o644), OK_FILE]}, "files[0].path",
+    ),
     "file": ({"files": [_file("/", b"payload"), OK_FILE]}, "files[0].path"),
     "hardlink": (
         {"links": [{"path": "/", "target": "/etc/master.passwd", "hard": True, "overwrite": True}],
          "files": [OK_FILE]},
         "links[0].path",
     ),
-    "symlink": ({"links": [{"path": "/", "target": "etc", "overwrite": True}], "files": [OK_FILE]}, "links[0].path"),
+    "symlink": (
+        {"links": [{"path": "/", "target": "etc", "overwrite": True}], "files": [OK_FILE]}, "links[0].path",
+    ),
     "directory": (
         {"directories": [{"path": "/", "mode": 0o777, "overwrite": True, "user": {"id": 501}}],
          "files": [OK_FILE]},
