@@ -226,6 +226,10 @@ def test_entries_the_batch_contradicts_are_refused_before_writing(tmp_path: Path
             [overlay.Entry("/a", b"x"), overlay.Entry("/a", b"y")],
             f"{tmp_path}/a: more than one overlay entry",
         ),
+        (
+            [overlay.Entry("/a/b", b"x"), overlay.Entry("/a", target="b")],
+            f"{tmp_path}/a is needed as a directory",
+        ),
         ([overlay.Entry("/", b"x")], "the root itself"),
         ([overlay.Entry("/a/../b", b"x")], "'..' are refused"),
     ]

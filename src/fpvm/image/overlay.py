@@ -330,13 +330,16 @@ class _Planner:
             self.fail(f"{item.path!r}: not a path under the root (the root itself and '..' are refused)")
             return
         dest = self.root.joinpath(*parts)
+        kind = "link" if item.is_link else "file"
         if dest in self.kinds:
-            self.fail(f"{dest}: more than one overlay entry writes it")
+            if self.kinds[dest] == "dir":
+                self.fail(f"{dest} is needed as a directory but the overlay also writes it as a {kind}")
+            else:
+                self.fail(f"{dest}: more than one overlay entry writes it")
             return
         if not self.directory(dest.parent):
             return
         self.parents.add(dest.parent)
-        kind = "link" if item.is_link else "file"
         self.kinds[dest] = kind
         try:
             st: os.stat_result | None = os.lstat(dest)
