@@ -19,6 +19,7 @@ def atomic_write(
     uid: int | None = None,
     gid: int | None = None,
     sync: bool = True,
+    root: str | os.PathLike[str] | None = None,
 ) -> None:
     """Replace ``path`` with ``data``; mode and ownership are set before the file becomes visible.
 
@@ -26,8 +27,19 @@ def atomic_write(
     that escape it): this function only guarantees atomicity. ``sync=False`` skips both fsyncs for
     callers that write many files and call :func:`os.sync` once at the end (the guest's provision
     step): the rename stays atomic, only durability is deferred.
+
+    Defence in depth: a path without a file name (``/``, ``DIR/..``) is refused, since its temporary
+    file would land beside it; with ``root`` the file must also be strictly below ``root``
+    (lexically: resolving links is the caller's job).
     """
     target = Path(path)
+    if target.name in ("", ".", ".."):
+        raise ValueError(f"{os.fspath(path)!r} names no file (a root or directory is never replaced)")
+    if root is not None:
+        base = os.path.normpath(os.path.abspath(root))
+        parent = os.path.normpath(os.path.abspath(target.parent))
+        if parent != base and not parent.startswith(base.rstrip("/") + "/"):
+            raise ValueError(f"{os.fspath(path)!r} is not inside the root {base}")
     # Not tempfile.mkstemp: importing tempfile pulls in shutil, bz2, lzma and random, which costs the
     # guest's boot path more than all of its own work. O_EXCL with a random name is what mkstemp does.
     tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.fpvm-tmp"

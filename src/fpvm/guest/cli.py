@@ -9,9 +9,23 @@ READY_HELP = "wait for sshd and the API socket, then send Ready to the host"
 BOOT_HELP = "the boot step: find the config, provision on first boot, per-boot links, proxy and mounts"
 
 
+def _refused(command: str, root: str) -> bool:
+    """Print the one-line refusal when ``root`` is the running system's own root (fpvm.guest.hostroot)."""
+    from fpvm.guest.hostroot import HostRootError, refuse_system_root
+
+    try:
+        refuse_system_root(root)
+    except HostRootError as exc:
+        print(f"fpvm guest {command}: error: {exc}", file=sys.stderr)
+        return True
+    return False
+
+
 def _provision(args: argparse.Namespace) -> int:
     from fpvm.guest.provision import main
 
+    if _refused("provision", args.root):
+        return 1
     return main(args.root, args.config, args.record, args.no_ready, sys.stdout)
 
 
@@ -33,7 +47,10 @@ def _ready(args: argparse.Namespace) -> int:
     # The options live with the readiness module; it is imported only when `ready` runs.
     parser = argparse.ArgumentParser(prog="fpvm guest ready", description=READY_HELP)
     ready.add_arguments(parser)
-    return int(ready.ready_main(parser.parse_args(args.argv)))
+    ns = parser.parse_args(args.argv)
+    if _refused("ready", ns.root or "/"):
+        return 1
+    return int(ready.ready_main(ns))
 
 
 def _boot(args: argparse.Namespace) -> int:
@@ -41,7 +58,10 @@ def _boot(args: argparse.Namespace) -> int:
 
     parser = argparse.ArgumentParser(prog="fpvm guest boot", description=BOOT_HELP)
     rcd.add_boot_arguments(parser)
-    return int(rcd.boot_main(parser.parse_args(args.argv)))
+    ns = parser.parse_args(args.argv)
+    if _refused("boot", ns.root or "/"):
+        return 1
+    return int(rcd.boot_main(ns))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -249,10 +249,14 @@ def _owner(node: Any) -> tuple[storage.Owner, storage.Owner]:
 
 
 def _check_path(b: _Builder, path: str, where: str) -> bool:
+    """A clean absolute path below the root; ``/`` itself is refused here and the rest still applies."""
     try:
-        split_guest_path(path)
+        parts = split_guest_path(path)
     except UnsafePathError as exc:
         b.fail(where, str(exc))
+        return False
+    if not parts:
+        b.actions.append(storage.RootRefused(path, where))
         return False
     return True
 

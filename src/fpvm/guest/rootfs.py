@@ -51,6 +51,12 @@ def split_guest_path(path: str) -> list[str]:
     return parts
 
 
+def _not_root(guest_path: str) -> None:
+    """Refuse ``/`` (and ``//``): the root itself is never replaced, removed, re-owned or linked."""
+    if not split_guest_path(guest_path):
+        raise UnsafePathError(f"{guest_path!r} is the root itself; it is never replaced, removed or changed")
+
+
 class RootFS:
     """Safe file operations on guest paths under one root directory."""
 
@@ -110,6 +116,16 @@ class RootFS:
 
     def _join(self, parts: list[str]) -> str:
         return self._prefix + "/" + "/".join(parts)
+
+    def _node(self, guest_path: str) -> str:
+        """The host path of a node to change: never the root itself (nor, so, anything beside it).
+
+        Every change goes through here. ``/`` (or ``//``) names the root: replacing, removing,
+        re-owning or linking it would destroy the target, and its temporary file would land in the
+        root's parent, outside it. The plan refuses such entries first; this is the last line.
+        """
+        _not_root(guest_path)
+        return self.host_str(guest_path)
 
     # -- path resolution -------------------------------------------------------------------------
     def host(self, guest_path: str, *, follow_last: bool = False) -> Path:
@@ -252,8 +268,9 @@ class RootFS:
         gid: int | None = 0,
     ) -> bool:
         """Atomically replace the file unless it already has these bytes, mode and owner."""
+        _not_root(guest_path)
         self.makeparents(guest_path)
-        host = self.host_str(guest_path)
+        host = self._node(guest_path)
         st = _lstat(host)
         if st is not None and stat.S_ISREG(st.st_mode):
             same = _read(host) == data
@@ -268,6 +285,7 @@ class RootFS:
             uid=uid if self.can_chown else None,
             gid=gid if self.can_chown else None,
             sync=self._deferred is None,
+            root=self.root,
         )
         if self._deferred is not None:
             self._durable(host, os.path.dirname(host))
@@ -293,7 +311,7 @@ class RootFS:
 
         chown comes first: it clears set-id bits, which the chmod then puts back.
         """
-        host = self.host_str(guest_path)
+        host = self._node(guest_path)
         st = os.lstat(host)
         changed = False
         want_uid = st.st_uid if uid is None else uid
@@ -317,8 +335,9 @@ class RootFS:
         """Make ``guest_path`` a symlink to ``target`` (replacing a different link or a file)."""
         if not target or "\0" in target:
             raise UnsafePathError(f"{guest_path!r}: empty or invalid link target")
+        _not_root(guest_path)
         self.makeparents(guest_path)
-        host = self.host(guest_path)
+        host = Path(self._node(guest_path))
         st = _lstat(host)
         if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(host) == target:
             return self.set_attrs(guest_path, None, uid, gid)
@@ -337,9 +356,10 @@ class RootFS:
 
     def hardlink(self, guest_path: str, target: str) -> bool:
         """Hard link ``guest_path`` to the guest path ``target`` (both inside the root)."""
+        _not_root(guest_path)
+        src = self._node(target)
         self.makeparents(guest_path)
-        src = self.host(target, follow_last=False)
-        host = self.host(guest_path)
+        host = Path(self._node(guest_path))
         st = _lstat(host)
         src_st = os.lstat(src)
         if st is not None and (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino):
@@ -355,7 +375,7 @@ class RootFS:
 
     def remove(self, guest_path: str) -> bool:
         """Remove a file or link (not a directory tree)."""
-        host = self.host(guest_path)
+        host = Path(self._node(guest_path))
         self._forget()
         try:
             os.unlink(host)

@@ -112,6 +112,30 @@ def map_link_target(target: str) -> tuple[str, str]:
     return target, ""
 
 
+class RootRefused(Action):
+    """An entry whose path (or hard-link target) is the root itself: refused in the plan.
+
+    ``/`` passes Ignition's validation, but a file, directory or link there would replace, re-own or
+    write beside the root. The entry is shown by ``fpvm guest plan`` and fails when applied (naming
+    its JSON path); the rest of the config applies.
+    """
+
+    kind = "refused"
+
+    def __init__(self, path: str, where: str) -> None:
+        super().__init__(where, "ignore", "the root itself is never replaced, re-owned or written beside")
+        self.path = path
+
+    def describe(self) -> str:
+        return f"refuse {self.source} = {self.path!r}: {self.note}"
+
+    def fields(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        raise ValueError(f"{self.source}: {self.path!r} is the root itself, not a valid target; not applied")
+
+
 # ------------------------------------------------------------------------------------------------
 Owner = tuple[int | None, str | None]  # (id, name) as in Ignition's NodeUser/NodeGroup
 

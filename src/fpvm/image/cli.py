@@ -60,8 +60,7 @@ def _overlay(args: argparse.Namespace) -> int:
     try:
         release = recipe.parse_release(args.release)
         entries = overlay.entries(args.arch, release, args.hostname)
-        args.dir.mkdir(parents=True, exist_ok=True)
-        changed = overlay.write(args.dir, entries)
+        changed = overlay.write(args.dir, entries)  # creates DIR; all or nothing; never this system's /
     except (recipe.RecipeError, overlay.OverlayError, OSError) as exc:
         sys.stderr.write(f"fpvm image overlay: error: {exc}\n")
         return 1

@@ -8,14 +8,16 @@ rendered from the recipe's tables.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fpvm import arch as archmod
-from fpvm.fsutil import atomic_write
+from fpvm.fsutil import atomic_write, fsync_dir
 from fpvm.image import recipe as rcp
 
 
@@ -228,34 +230,280 @@ def _inside(root: Path, guest_path: str) -> Path:
     return root.joinpath(*rel.parts)
 
 
+# -- write: plan every entry, then prepare, then commit (all or nothing) -------------------------------
+MAX_LISTED = 5  # problems named in the one-line error; the rest are counted
+
+
+@dataclass(frozen=True)
+class _Old:
+    """A node the overlay replaces, kept to put it back if a later rename fails."""
+
+    data: bytes  # contents of a file, or the target of a symbolic link (os.fsencode)
+    link: bool
+    mode: int = 0
+    uid: int = -1
+    gid: int = -1
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One entry that changes the tree: where it lands and what was there (for a rollback)."""
+
+    entry: Entry
+    dest: Path
+    old: _Old | None  # what the entry replaces; None: nothing is there
+
+
+def _same_file(dest: Path, st: os.stat_result, data: bytes, mode: int) -> bool:
+    """A regular file that already has these bytes and this mode (read without following or blocking)."""
+    if st.st_size != len(data) or stat.S_IMODE(st.st_mode) != mode:
+        return False
+    return _read_regular(dest) == data
+
+
+def _read_regular(path: Path) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+class _Planner:
+    """Checks every precondition of every entry against the tree as it is plus what the batch adds."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[str] = []
+        self.mkdirs: list[Path] = []  # directories to create, parents first
+        self.changes: list[_Change] = []
+        self.kinds: dict[Path, str] = {}  # host path -> "dir" | "file" | "link" as the batch leaves it
+        self.parents: set[Path] = set()  # existing directories that get a new name
+
+    def fail(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def directory(self, path: Path) -> bool:
+        """``path`` must be (or become) a directory; plan its creation when it is missing."""
+        kind = self.kinds.get(path)
+        if kind is not None:
+            if kind != "dir":
+                self.fail(f"{path} is needed as a directory but the overlay also writes it as a {kind}")
+                return False
+            return True
+        inside = path != self.root and self.root in path.parents
+        if inside and not self.directory(path.parent):  # name the first obstacle, not a symptom
+            return False
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if not inside and path.parent != path and not self.directory(path.parent):
+                return False
+            self.mkdirs.append(path)
+            self.kinds[path] = "dir"
+            self.parents.add(path.parent)
+            return True
+        except OSError as exc:
+            if isinstance(exc, NotADirectoryError) and not inside and not self.directory(path.parent):
+                return False  # named the file in the way above DIR
+            self.fail(f"{path}: {exc.strerror}")
+            return False
+        if stat.S_ISLNK(st.st_mode) and inside:
+            self.fail(f"{path} is a symbolic link; refusing to write through it")
+            return False
+        if not inside:  # DIR itself and the folders above it are the user's: their links are followed
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                self.fail(f"{path}: {exc.strerror}")
+                return False
+        if not stat.S_ISDIR(st.st_mode):
+            self.fail(f"{path} exists and is not a directory")
+            return False
+        self.kinds[path] = "dir"
+        return True
+
+    def entry(self, item: Entry) -> None:
+        rel = PurePosixPath(item.path)
+        parts = rel.parts[1:] if rel.is_absolute() else ()
+        if not parts or any(p in ("", ".", "..") for p in parts) or "\0" in item.path:
+            self.fail(f"{item.path!r}: not a path under the root (the root itself and '..' are refused)")
+            return
+        dest = self.root.joinpath(*parts)
+        kind = "link" if item.is_link else "file"
+        if dest in self.kinds:
+            if self.kinds[dest] == "dir":
+                self.fail(f"{dest} is needed as a directory but the overlay also writes it as a {kind}")
+            else:
+                self.fail(f"{dest}: more than one overlay entry writes it")
+            return
+        if not self.directory(dest.parent):
+            return
+        self.parents.add(dest.parent)
+        self.kinds[dest] = kind
+        try:
+            st: os.stat_result | None = os.lstat(dest)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            self.fail(f"{dest}: {exc.strerror}")
+            return
+        old: _Old | None = None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                what = "symbolic link" if item.is_link else "file"
+                self.fail(f"{dest} is a directory; the overlay writes a {what} there")
+                return
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(dest)
+                if item.target is not None and target == item.target:
+                    return
+                old = _Old(os.fsencode(target), True)
+            elif not stat.S_ISREG(st.st_mode):
+                self.fail(f"{dest} exists and is not a regular file or a symbolic link")
+                return
+            elif item.target is not None:
+                self.fail(f"{dest} exists and is not a symbolic link")
+                return
+            else:
+                try:
+                    if _same_file(dest, st, item.data or b"", item.mode):
+                        return
+                    old = _Old(_read_regular(dest), False, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+                except OSError as exc:
+                    self.fail(f"{dest}: cannot read it: {exc.strerror}")
+                    return
+        self.changes.append(_Change(item, dest, old))
+
+    def check_writable(self) -> None:
+        """Every existing directory that gets a new name must let us create it."""
+        for parent in sorted(self.parents):
+            if parent in self.mkdirs:
+                continue
+            if not os.access(parent, os.W_OK | os.X_OK):
+                self.fail(f"{parent} is not writable")
+
+    def error(self) -> OverlayError:
+        shown = "; ".join(self.problems[:MAX_LISTED])
+        more = len(self.problems) - MAX_LISTED
+        tail = f" (and {more} more)" if more > 0 else ""
+        return OverlayError(f"{shown}{tail}; nothing was written")
+
+
+def plan_write(root: Path, items: Iterable[Entry]) -> _Planner:
+    """Check every entry against the tree under ``root`` before anything is written.
+
+    Preconditions: ``root`` is not the running system's own root (unless inside the fpvm VM, see
+    fpvm.guest.hostroot); every parent is a directory or can be created (no symbolic link, file or
+    other node in the way, no directory the overlay also writes as a file); no file or link would
+    replace a directory, a link would not replace a file, nothing but a regular file or a symbolic
+    link is replaced; every directory that gets a new name is writable; each path appears once.
+    """
+    from fpvm.guest.hostroot import HostRootError, refuse_system_root
+
+    try:
+        refuse_system_root(root)
+    except HostRootError as exc:
+        raise OverlayError(str(exc)) from None
+    root = Path(os.path.abspath(root))
+    planner = _Planner(root)
+    if planner.directory(root):
+        for item in items:
+            planner.entry(item)
+        planner.check_writable()
+    if planner.problems:
+        raise planner.error()
+    return planner
+
+
+def _temp(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.{os.urandom(6).hex()}.fpvm-tmp"
+
+
+def _stage(dest: Path, data: bytes | None, mode: int, target: str | None) -> Path:
+    """A temporary node beside ``dest`` with its final contents (fsynced), ready to be renamed over it."""
+    tmp = _temp(dest)
+    if target is not None:
+        os.symlink(target, tmp)
+        return tmp
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data or b"")
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
 def write(root: Path, items: Iterable[Entry]) -> list[str]:
-    """Write ``items`` under ``root``; returns the guest paths that changed (a second run: none)."""
-    changed: list[str] = []
-    for item in items:
-        dest = _inside(root, item.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if item.target is not None:
-            if dest.is_symlink() and os.readlink(dest) == item.target:
+    """Write ``items`` under ``root``, all or nothing; returns the guest paths that changed.
+
+    ``plan_write`` checks every precondition first and raises OverlayError naming each problem under
+    ``root`` (``/tmp/ov/etc/fstab``); then every new directory and every file's new contents are
+    staged as temporary files beside their targets, and only when all of them exist are they renamed
+    into place. A failure while staging removes what was staged; a failure while renaming puts back
+    what had been replaced. A second run changes nothing (and returns []).
+    """
+    plan = plan_write(root, items)
+    made: list[Path] = []
+    staged: list[tuple[_Change, Path]] = []
+    done: list[_Change] = []
+    try:
+        for directory in plan.mkdirs:
+            os.mkdir(directory, 0o755)
+            made.append(directory)
+        for change in plan.changes:
+            item = change.entry
+            staged.append((change, _stage(change.dest, item.data, item.mode, item.target)))
+        for change, tmp in staged:
+            os.replace(tmp, change.dest)
+            done.append(change)
+    except OSError as exc:
+        trouble = _undo(made, staged, done)
+        where = f" ({exc.filename})" if exc.filename else ""
+        state = f"; could not undo: {'; '.join(trouble)}" if trouble else "; nothing was changed"
+        failed = f"writing the overlay under {plan.root} failed: {exc.strerror}{where}"
+        raise OverlayError(failed + state) from None
+    for directory in sorted({c.dest.parent for c in done} | {d.parent for d in made}):
+        fsync_dir(directory)
+    return [c.entry.path for c in done]
+
+
+def _undo(made: list[Path], staged: list[tuple[_Change, Path]], done: list[_Change]) -> list[str]:
+    """Put the tree back as it was; returns what could not be undone (empty when all was)."""
+    trouble: list[str] = []
+    committed = {id(c) for c in done}
+    for change in reversed(done):
+        try:
+            old = change.old
+            if old is None:
+                os.unlink(change.dest)
                 continue
-            if dest.exists() and not dest.is_symlink():
-                raise OverlayError(f"{item.path} exists and is not a symbolic link")
-            tmp = dest.with_name(f".{dest.name}.fpvm-link")
-            if tmp.is_symlink():
-                tmp.unlink()
-            os.symlink(item.target, tmp)
-            os.replace(tmp, dest)
-        else:
-            data = item.data or b""
-            if (
-                dest.is_file()
-                and not dest.is_symlink()
-                and dest.read_bytes() == data
-                and (dest.stat().st_mode & 0o7777) == item.mode
-            ):
-                continue
-            atomic_write(dest, data, mode=item.mode)
-        changed.append(item.path)
-    return changed
+            if old.link:
+                tmp = _stage(change.dest, None, 0, os.fsdecode(old.data))
+            else:
+                tmp = _stage(change.dest, old.data, old.mode, None)
+                if os.geteuid() == 0:
+                    os.chown(tmp, old.uid, old.gid)
+                    os.chmod(tmp, old.mode)  # chown cleared set-id bits
+            os.replace(tmp, change.dest)
+        except OSError as exc:
+            trouble.append(f"{change.dest}: {exc.strerror}")
+    for change, tmp in staged:
+        if id(change) not in committed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    for directory in reversed(made):
+        try:
+            os.rmdir(directory)
+        except OSError as exc:
+            trouble.append(f"{directory}: {exc.strerror}")
+    return trouble
 
 
 def apply_base_edits(root: Path) -> bool:

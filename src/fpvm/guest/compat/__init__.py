@@ -7,7 +7,9 @@ is a thin launcher (``launchers()``) into ``fpvm guest shim NAME ARGS...``, whic
 
 ``main(argv)`` takes ``[--record FILE] [--root DIR] NAME ARGS...``: with ``--record`` the FreeBSD
 commands are appended to FILE as JSON lines ``{"argv": [...]}`` instead of being run; ``--root``
-(default ``/``) is where files (proxy environment, tmpfiles links, the log) are read and written.
+(default ``/``) is where files (proxy environment, tmpfiles links, the log) are read and written;
+``/`` (or anything that is the running system's root) is refused unless this is the fpvm VM itself
+(``fpvm.guest.hostroot``), so a shim run by hand on a host never writes the host's files.
 Standard library only; each command's module is imported only when it is run.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Callable
 
 from fpvm.guest.compat.base import Shim
 from fpvm.guest.compat.launchers import FPVM, LAUNCHER_DIR, launchers
+from fpvm.guest.hostroot import HostRootError, refuse_system_root
 
 # command name -> module under fpvm.guest.compat with ``run(shim, args) -> int``
 COMMANDS: dict[str, str] = {
@@ -63,6 +66,11 @@ def main(argv: list[str]) -> int:
     if module is None:
         print(f"fpvm guest shim: unknown command {name!r}\n{USAGE}", file=sys.stderr)
         return 2
+    try:
+        refuse_system_root(root)  # `/` only inside the fpvm VM (fpvm.guest.hostroot)
+    except HostRootError as exc:
+        print(f"fpvm guest shim: error: {exc}", file=sys.stderr)
+        return 1
     run: Callable[[Shim, list[str]], int] = importlib.import_module(f"fpvm.guest.compat.{module}").run
     shim = Shim.make(name.rsplit("/", 1)[-1], root=root, record=record)
     try:
