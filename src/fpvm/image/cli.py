@@ -47,6 +47,32 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     ov.add_argument("--hostname", default="fpvm", metavar="NAME", help="guest host name (default fpvm)")
     ov.set_defaults(func=_overlay)
 
+    pk = image_sub.add_parser(
+        "package",
+        help="put built disks into an OCI image layout for podman machine init --image docker://",
+        description="Write an OCI image layout (one index, an entry per disk type and arch) from disks "
+        "built by `fpvm build` (qcow2 for podman's qemu provider, raw for fpvm machine / applehv, vhdx "
+        "for hyperv).",
+    )
+    pk.add_argument("layout", type=Path, metavar="LAYOUT", help="the OCI layout folder (created or updated)")
+    pk.add_argument("disks", type=Path, nargs="+", metavar="DISK", help="fpvm-RELEASE-ARCH.FORMAT.zst")
+    pk.add_argument("--tag", help="the tag inside the layout (default: the release's major.minor, e.g. 15.1)")
+    pk.add_argument("--archive", type=Path, metavar="FILE", help="also write an oci-archive tar (default no)")
+    pk.set_defaults(func=_package)
+
+    pu = image_sub.add_parser(
+        "push",
+        help="push a layout made by `fpvm image package` to a registry under one or more tags",
+        description="Push the layout's index to every REF (docker://REGISTRY/NAME:TAG), e.g. the release "
+        "tag and podman's own versions (5.6, 5.7, 5.8) so that untagged podman references resolve.",
+    )
+    pu.add_argument("layout", type=Path, metavar="LAYOUT")
+    pu.add_argument("refs", nargs="+", metavar="REF", help="docker://REGISTRY/NAME:TAG")
+    pu.add_argument("--tag", help="which tag of the layout to push (default: its only one)")
+    pu.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
+                    help="verify the registry's TLS certificate (default true; false also allows plain http)")
+    pu.set_defaults(func=_push)
+
 
 def _build(args: argparse.Namespace) -> int:
     from fpvm.image import build
@@ -68,4 +94,43 @@ def _overlay(args: argparse.Namespace) -> int:
         sys.stderr.write(f"fpvm image overlay: warning: {warning}\n")
     for path in changed:
         sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+
+
+def _package(args: argparse.Namespace) -> int:
+    from fpvm.image import oci
+
+    try:
+        disks = [oci.disk_of(p) for p in args.disks]
+        tag = args.tag or disks[0].release.split("-", 1)[0]
+        top = oci.package(disks, args.layout, tag)
+        if args.archive:
+            oci.archive(args.layout, args.archive)
+    except (oci.OciError, OSError) as exc:
+        sys.stderr.write(f"fpvm image package: error: {exc}\n")
+        return 1
+    for d in sorted(disks, key=lambda d: (d.disktype, d.arch)):
+        sys.stdout.write(f"{d.disktype}/{d.arch}: {d.title}\n")
+    sys.stdout.write(f"{args.layout}:{tag} {top['digest']}\n")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from fpvm.image import oci
+
+    try:
+        pushed = oci.push(args.layout, args.refs, source_tag=args.tag, tls_verify=args.tls_verify)
+    except oci.OciError as exc:
+        sys.stderr.write(f"fpvm image push: error: {exc}\n")
+        return 1
+    for name in pushed:
+        sys.stdout.write(f"pushed {name}\n")
     return 0

@@ -42,6 +42,7 @@ def _init(args: argparse.Namespace) -> int:
         volumes=args.volume,
         ssh_port=args.ssh_port,
         default_connection=args.default,
+        tls_verify=args.tls_verify == "true",
     )
     print(
         f"Machine {machine.name} created ({machine.arch}, "
@@ -134,7 +135,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = m.add_parser("init", help="create a machine from a FreeBSD disk image")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--image", required=True, metavar="PATH|URL", help="raw or qcow2, optionally zstd/xz/gzip")
+    p.add_argument(
+        "--image",
+        required=True,
+        metavar="PATH|URL",
+        help="raw or qcow2, optionally zstd/xz/gzip: a file, an http(s) URL, or docker://REGISTRY/NAME:TAG",
+    )
+    p.add_argument(
+        "--tls-verify",
+        choices=("true", "false"),
+        default="true",
+        help="for docker:// images: verify the registry's TLS certificate (default true; false also "
+        "allows plain http)",
+    )
     p.add_argument(
         "--arch", type=arch.argparse_type, help="amd64 (x86_64) or aarch64 (arm64); default: host's"
     )

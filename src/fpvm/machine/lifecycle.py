@@ -132,6 +132,7 @@ def init(
     volumes: list[str] | None = None,
     ssh_port: int | None = None,
     default_connection: bool = False,
+    tls_verify: bool = True,
 ) -> Machine:
     check_name(name)
     final = machines_root() / name
@@ -159,6 +160,10 @@ def init(
     try:
         os.chmod(work, 0o700)
         disk = work / "disk.img"
+        if image_source.startswith("docker://"):
+            from fpvm.machine import registry
+
+            image_source = str(registry.fetch(image_source, arch, tls_verify=tls_verify))
         fmt = image.acquire(image_source, disk)
         image.grow(disk, fmt, disk_size)
         if arch == "aarch64":
