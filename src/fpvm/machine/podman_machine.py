@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fpvm.contract import RUN_API_SOCKET, run_user_api_socket
 from fpvm.fsutil import atomic_write
 from fpvm.machine.errors import MachineError
 from fpvm.machine.qemu import opt
@@ -151,7 +152,7 @@ class PodmanMachine:
 
     @property
     def guest_api_socket(self) -> str:
-        return "/run/podman/podman.sock" if self.rootful else f"/run/user/{self.uid}/podman/podman.sock"
+        return RUN_API_SOCKET if self.rootful else run_user_api_socket(str(self.uid))
 
     def console_paths(self) -> tuple[Path, Path]:
         """(socket, log): socket beside podman's other runtime sockets, log beside the disk image."""

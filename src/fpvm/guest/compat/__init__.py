@@ -13,7 +13,6 @@ Standard library only; each command's module is imported only when it is run.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 
@@ -31,6 +30,21 @@ COMMANDS: dict[str, str] = {
 USAGE = "usage: fpvm guest shim [--record FILE] [--root DIR] NAME [ARGS...]; NAME is one of: " + ", ".join(
     sorted(COMMANDS)
 )
+
+
+def _runner(module: str) -> Callable[[Shim, list[str]], int]:
+    """The ``run`` of one command's module, imported only now (each shim call loads just its own)."""
+    if module == "mount":
+        from fpvm.guest.compat.mount import run
+    elif module == "chattr":
+        from fpvm.guest.compat.chattr import run
+    elif module == "systemctl":
+        from fpvm.guest.compat.systemctl import run
+    elif module == "tmpfiles":
+        from fpvm.guest.compat.tmpfiles import run
+    else:
+        raise KeyError(f"no linux-compat module named {module!r}")
+    return run
 
 
 def main(argv: list[str]) -> int:
@@ -63,7 +77,7 @@ def main(argv: list[str]) -> int:
     if module is None:
         print(f"fpvm guest shim: unknown command {name!r}\n{USAGE}", file=sys.stderr)
         return 2
-    run: Callable[[Shim, list[str]], int] = importlib.import_module(f"fpvm.guest.compat.{module}").run
+    run = _runner(module)
     shim = Shim.make(name.rsplit("/", 1)[-1], root=root, record=record)
     try:
         return run(shim, rest)
