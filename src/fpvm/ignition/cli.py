@@ -72,4 +72,3 @@ def run_validate(args: argparse.Namespace) -> int:
         if not report.valid and status == 0:
             status = 1
     return status
-
