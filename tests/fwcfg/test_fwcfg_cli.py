@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from fwcfg_qemu import Qemu, ignition_not_in_repo, start_qemu, stop_qemu
 
-from fpvm.fwcfg import COREOS_CONFIG, SignatureError, open_device, protocol
+from fpvm.contract import FWCFG_CONFIG as COREOS_CONFIG
+from fpvm.fwcfg import SignatureError, open_device, protocol
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import pytest
 from fwcfg_qemu import FIXTURE_PREFIX, Qemu, ignition_not_in_repo, start_qemu, stop_qemu
 
 from conftest import podman_ignition_configs
+from fpvm.contract import FWCFG_CONFIG as COREOS_CONFIG
 from fpvm.fwcfg import (
-    COREOS_CONFIG,
     EntryNotFoundError,
     FwCfgError,
     acpi,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from integration_support import add_freebsd_base, fpvm, make_disk, master_passwd, records, stop, wait_for_qmp
 
-from fpvm.fwcfg import COREOS_CONFIG
+from fpvm.contract import FWCFG_CONFIG as COREOS_CONFIG
 from fpvm.guest import mounts, rcd, ready
 from fpvm.guest.rootfs import RootFS
 from fpvm.ignition import parse

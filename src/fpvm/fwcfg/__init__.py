@@ -30,12 +30,7 @@ from fpvm.fwcfg.protocol import (
     SignatureError,
 )
 
-COREOS_CONFIG = "opt/com.coreos/config"
-COREOS_ENVIRONMENT = "opt/com.coreos/environment"
-
 __all__ = [
-    "COREOS_CONFIG",
-    "COREOS_ENVIRONMENT",
     "Device",
     "Entry",
     "EntryNotFoundError",

@@ -23,23 +23,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fpvm.contract import API_SOCKET, USER_RUN_DIR
+from fpvm.contract import RUN_API_SOCKET as RUN_SOCKET
+from fpvm.contract import user_api_socket as user_socket_path
 from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
 
-API_SOCKET = "/var/run/podman/podman.sock"
 RUN_LINK = "/run"
 RUN_TARGET = "var/run"
-RUN_SOCKET = "/run/podman/podman.sock"
-USER_RUN_DIR = "/var/run/user"
 API_GROUP = "operator"  # podman_service_api_group's default in the port's rc script
-
-
-def user_socket_path(uid: int) -> str:
-    """Where podman's rootless connection looks for the API of the user with ``uid``."""
-    return f"{USER_RUN_DIR}/{uid}/podman/podman.sock"
 
 
 # /var/run/user/<uid>/podman/podman.sock -> ../../../podman/podman.sock (= /var/run/podman/podman.sock)

@@ -35,6 +35,12 @@ def _plan(args: argparse.Namespace) -> int:
     return plan_main(args.config, args.root, args.json)
 
 
+def _show(args: argparse.Namespace) -> int:
+    from fpvm.guest.show import main
+
+    return int(main(args.file, args.json))
+
+
 def _shim(args: argparse.Namespace) -> int:
     from fpvm.guest.compat import main
 
@@ -62,6 +68,18 @@ def _boot(args: argparse.Namespace) -> int:
     if _refused("boot", ns.root or "/"):
         return 1
     return int(rcd.boot_main(ns))
+
+
+def register_ignition_show(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``fpvm ignition show`` to the ignition group (``cmds``, from ``fpvm.ignition.cli.register``).
+
+    Registered from here because it is the guest's plan seen from a config: only the guest knows what
+    FreeBSD applies, translates or ignores, and ignition/ may not import guest/.
+    """
+    show = cmds.add_parser("show", help="summarise what the FreeBSD guest will do with a config")
+    show.add_argument("file", metavar="FILE")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_show)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -28,20 +28,19 @@ root's ``/sys/class/dmi/id`` and ``/sys/bus/pci/devices`` files.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from fpvm.contract import FWCFG_CONFIG as CONFIG_ENTRY
+from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import kvp
 
 if TYPE_CHECKING:
     from fpvm.guest.rootfs import RootFS
     from fpvm.guest.runner import Runner
 
-CONFIG_ENTRY = "opt/com.coreos/config"
-ENVIRONMENT_ENTRY = "opt/com.coreos/environment"
 QEMUFWCFG_MOUNT = "/var/run/qemufwcfg"
 KVP_POOL_FILE = kvp.pool_file()
 HYPERV_SOURCE = "hyperv KVP (ignition.config.N)"
@@ -195,16 +194,15 @@ def detect_unsupported(probe: Probe, hyperv_reason: str | None = None) -> list[A
 # -- fw_cfg ---------------------------------------------------------------------------------------
 def default_fwcfg_opener() -> FwCfgDevice:
     """``fpvm.fwcfg.open_device()`` (imported late: it is only needed on a VM)."""
-    module = importlib.import_module("fpvm.fwcfg")
-    opener = getattr(module, "open_device", None)
-    if opener is None:
-        raise LookupError("fpvm.fwcfg.open_device is not available")
-    device: FwCfgDevice = opener()
-    return device
+    from fpvm.fwcfg import open_device
+
+    return open_device()
 
 
 def _is_absent(exc: BaseException) -> bool:
-    return type(exc).__name__ in ("NoDeviceError", "EntryNotFoundError", "FileNotFoundError")
+    from fpvm.fwcfg.protocol import EntryNotFoundError, NoDeviceError  # only on this error path
+
+    return isinstance(exc, (NoDeviceError, EntryNotFoundError, FileNotFoundError))
 
 
 def _read_fwcfg(device: FwCfgDevice | None, name: str) -> tuple[bytes | None, Attempt]:

@@ -22,11 +22,12 @@ Bad input is refused before any command runs, so a rejected request never leaves
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
+from fpvm.contract import MOUNTS_PATH as MOUNTS_TABLE
+from fpvm.contract import MountError, check_tag, check_target, decode_mounts
 from fpvm.guest.actions import Action, Command, Note
 from fpvm.guest.runner import CommandError, Result, Runner
 
@@ -44,7 +45,6 @@ MOUNT = "/sbin/mount"
 SYSCTL = "/sbin/sysctl"
 P9_MODULE = "virtio_p9fs"
 P9_SYSCTL = "dev.virtio_p9fs"
-MOUNTS_TABLE = "/usr/local/etc/fpvm/mounts.json"
 
 # Absolute paths on purpose: the linux-compat directory (with its own ``mount``) is first on PATH.
 KLDLOAD_ARGV = [KLDLOAD, "-n", P9_MODULE]
@@ -56,16 +56,7 @@ NO_VIRTIOFS = (
     "or podman <= 5.1 with the qemu provider"
 )
 
-_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 _SYSCTL_TAG_RE = re.compile(r"dev\.virtio_p9fs\.(\d+)\.p9fs_mount_tag[=:] ?(.*)\Z")
-# Characters that a mount point may not hold: whitespace and quotes (mount -p and fstab(5) cannot
-# represent them plainly, and a quote in a target is a sign of a quoting bug on the host side),
-# backslashes and control characters.
-_BAD_TARGET_CHARS = re.compile(r"[\s\"'`\\\x00-\x1f\x7f]")
-
-
-class MountError(ValueError):
-    """A mount request that cannot be honoured; the message names the cause."""
 
 
 class MountRequest:
@@ -123,34 +114,6 @@ class MountRequest:
         """mount(8) for p9fs(4): ``mount -t p9fs [-o ro] TAG DIR``."""
         opts = ["-o", "ro"] if self.readonly else []
         return [MOUNT, "-t", "p9fs", *opts, self.tag, self.target]
-
-
-def check_tag(tag: str, what: str = "tag") -> str:
-    """A 9p/virtiofs tag: letters, digits, ``.``, ``_``, ``-`` (podman's are ``vol0`` or 36 hex)."""
-    if not tag:
-        raise MountError(f"missing {what}")
-    if not _TAG_RE.match(tag):
-        raise MountError(f"{what} {tag!r}: only letters, digits, '.', '_' and '-' are allowed")
-    return tag
-
-
-def check_target(target: str) -> str:
-    """A mount point: a clean absolute path without spaces, quotes or control characters."""
-    if not target:
-        raise MountError("missing mount point")
-    bad = _BAD_TARGET_CHARS.search(target)
-    if bad:
-        char = bad.group(0)
-        name = {" ": "a space", '"': "a double quote", "'": "a single quote"}.get(char, repr(char))
-        raise MountError(f"mount point {target!r} contains {name}; such paths are not supported")
-    if not target.startswith("/"):
-        raise MountError(f"mount point {target!r} is not an absolute path")
-    parts = [p for p in target.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise MountError(f"mount point {target!r} contains '.' or '..' components")
-    if not parts:
-        raise MountError("refusing to mount over /")
-    return "/" + "/".join(parts)
 
 
 def parse_p9_tags(output: bytes | str) -> dict[str, int]:
@@ -349,34 +312,11 @@ def request_from_unit(name: str, contents: str, origin: str) -> MountRequest:
 
 
 def requests_from_table(data: bytes, origin: str = MOUNTS_TABLE) -> list[MountRequest]:
-    """fpvm's mount table ``{"mounts": [{"tag", "target", "readonly"}]}`` -> requests (or MountError)."""
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise MountError(f"{origin}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("mounts", []), list):
-        raise MountError(f'{origin}: $.mounts must be a list of {{"tag", "target", "readonly"}} objects')
-    out: list[MountRequest] = []
-    for i, entry in enumerate(doc.get("mounts", [])):
-        where = f"{origin}: $.mounts[{i}]"
-        if not isinstance(entry, dict):
-            raise MountError(f"{where}: must be an object")
-        unknown = sorted(set(entry) - {"tag", "target", "readonly"})
-        if unknown:
-            raise MountError(f"{where}: unknown key {unknown[0]!r}")
-        tag, target, ro = entry.get("tag"), entry.get("target"), entry.get("readonly", False)
-        if not isinstance(tag, str):
-            raise MountError(f"{where}.tag: missing or not a string")
-        if not isinstance(target, str):
-            raise MountError(f"{where}.target: missing or not a string")
-        if not isinstance(ro, bool):
-            raise MountError(f"{where}.readonly: must be true or false")
-        try:
-            req = MountRequest(check_tag(tag), check_target(target), ro, "9p", f"$.mounts[{i}]")
-        except MountError as exc:
-            raise MountError(f"{where}: {exc}") from None
-        out.append(req)
-    return out
+    """fpvm's mount table (schema and checks: ``fpvm.contract.decode_mounts``) -> requests (or MountError)."""
+    return [
+        MountRequest(tag, target, ro, "9p", f"$.mounts[{i}]")
+        for i, (tag, target, ro) in enumerate(decode_mounts(data, origin))
+    ]
 
 
 def check_unique(reqs: Sequence[MountRequest]) -> None:

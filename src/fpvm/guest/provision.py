@@ -114,13 +114,19 @@ def provision(
     echo: TextIO | None = None,
     ready: bool = False,
     ctx: ApplyContext | None = None,
+    config: Any = None,
 ) -> Outcome:
-    """Provision ``root`` from the Ignition config bytes ``data``."""
+    """Provision ``root`` from the Ignition config bytes ``data``.
+
+    ``config`` is ``data`` already loaded (``load_config``: parsed, references followed) when the caller
+    has it: the boot step loads the config once, and a remote reference is fetched once per boot.
+    """
     from fpvm.guest.plan import PlanError, PlanOptions, build_plan
 
-    config, problems = load_config(data)
     if config is None:
-        return Outcome(EXIT_INVALID, problems=problems)
+        config, problems = load_config(data)
+        if config is None:
+            return Outcome(EXIT_INVALID, problems=problems)
     if ctx is None:
         ctx = make_context(root, record=record, echo=echo, runner=runner)
     try:

@@ -42,8 +42,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import rcconf
 from fpvm.guest.actions import Action, Disposition
 
@@ -51,7 +53,6 @@ if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
 
-ENVIRONMENT_ENTRY = "opt/com.coreos/environment"
 PROFILE_FILE = "/usr/local/etc/profile.d/fpvm-proxy.sh"
 PODMAN_SERVICE = "podman_service"
 PODMAN_SERVICE_ENV = "podman_service_env"
@@ -271,14 +272,15 @@ def parse_default_environment(text: str) -> dict[str, str]:
     return env
 
 
-def cert_env_from_config(config: Any) -> dict[str, str]:
+def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> dict[str, str]:
     """``SSL_CERT_FILE``/``SSL_CERT_DIR`` from podman 5.x's environment.d / system.conf.d files.
 
     Only these two names are taken (later files win); any other variable those files set is not
     passed on, so the files cannot widen the allow-list. Paths are mapped later by ``normalise``.
+    ``read`` gives a file's inline contents (None when remote); a ValueError skips that file. The
+    caller passes the planner's reader (``fpvm.guest.plan.resource_bytes``): the planner imports this
+    module, not the other way round.
     """
-    from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
-
     env: dict[str, str] = {}
     files = getattr(getattr(config, "storage", None), "files", None) or []
     for file in files:
@@ -293,8 +295,8 @@ def cert_env_from_config(config: Any) -> dict[str, str]:
         if parse is None or not path.endswith(".conf"):
             continue
         try:
-            data = resource_bytes(getattr(file, "contents", None), PlanOptions(fetch_remote=False))
-        except (ResourceError, ValueError):
+            data = read(getattr(file, "contents", None))
+        except ValueError:
             continue
         if data is None:
             continue

@@ -56,11 +56,6 @@ def script_text(name: str) -> bytes:
     return resources.files("fpvm.guest").joinpath("files", "rc.d", name).read_bytes()
 
 
-def script() -> str:
-    """The main rc.d script, ``fpvm`` (what the image's overlay installs as /usr/local/etc/rc.d/fpvm)."""
-    return script_text("fpvm").decode("utf-8")
-
-
 _HEADER = re.compile(r"^#\s*(PROVIDE|REQUIRE|BEFORE|KEYWORD):(.*)$")
 
 
@@ -213,7 +208,7 @@ def boot(
         first = config is not None and (firstboot or not provisioned)
         if first:
             assert sources.config is not None
-            outcome = provision(root, sources.config, ctx=ctx, ready=False)
+            outcome = provision(root, sources.config, ctx=ctx, ready=False, config=config)
             if outcome.status == EXIT_INVALID:
                 for p in outcome.problems:
                     ctx.log.error(p)
@@ -247,7 +242,10 @@ def boot(
         # config, merged below the entry's own values; without an entry decision, with the 5.x proxy
         # variables the daemon-reload shim last saw.
         if config is not None:
-            cert_env = proxy.cert_env_from_config(config)
+            from fpvm.guest.plan import PlanOptions, resource_bytes
+
+            inline = PlanOptions(fetch_remote=False)
+            cert_env = proxy.cert_env_from_config(config, lambda r: resource_bytes(r, inline))
             ctx.state.set(proxy.CERT_STATE_KEY, cert_env)
         else:
             cert_env = proxy.cert_env_from_state(ctx.state.get(proxy.CERT_STATE_KEY))
@@ -283,6 +281,5 @@ __all__ = [
     "boot_main",
     "install_actions",
     "rcorder_header",
-    "script",
     "script_text",
 ]

@@ -42,12 +42,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fpvm.contract import API_SOCKET
+from fpvm.contract import READY_DEVICE as READY_PORT
+
 if TYPE_CHECKING:
     from fpvm.guest.rootfs import RootFS
 
-READY_PORT = "/dev/vtcon/org.fedoraproject.port.0"
 READY_MESSAGE = b"Ready\n"
-API_SOCKET = "/var/run/podman/podman.sock"
 AUTO = "auto"  # wait for the API socket only when podman_service is enabled
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_INTERVAL = 0.5

@@ -21,11 +21,12 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
+from fpvm.contract import FWCFG_ENVIRONMENT
+from fpvm.contract import READY_DEVICE as READY_PORT
 from fpvm.guest.actions import Action, Disposition, Note
 from fpvm.guest.rcconf import RcConfSet
 
 PODMAN_SERVICE = "podman_service"
-READY_PORT = "/dev/vtcon/org.fedoraproject.port.0"
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def plan_units(config: Any, *, environment: dict[str, str] | None = None) -> lis
     if environment is not None:
         from fpvm.guest.proxy import ProxyEnvAction
 
-        actions.append(ProxyEnvAction(environment, source="fw_cfg opt/com.coreos/environment"))
+        actions.append(ProxyEnvAction(environment, source=f"fw_cfg {FWCFG_ENVIRONMENT}"))
     return actions
 
 

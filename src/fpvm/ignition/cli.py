@@ -1,7 +1,9 @@
-"""`fpvm ignition validate|show`: checking configs as upstream Ignition would, and summarising them.
+"""`fpvm ignition validate`: checking configs as upstream Ignition would.
 
 ``register`` only builds argparse parsers; the engine is imported inside the handlers so that the
-guest's boot path does not pay for it when running other commands.
+guest's boot path does not pay for it when running other commands. ``fpvm ignition show`` is a view of
+the guest's plan, so the guest area adds it to this group (``fpvm.guest.cli.register_ignition_show``,
+called from ``fpvm.cli``): ignition/ never imports guest/.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import sys
 from typing import Any
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add ``ignition validate`` and ``ignition show`` to the top-level parser."""
+def register(sub: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction[Any]:
+    """Add ``ignition validate`` to the top-level parser; return the group's subcommands (for ``show``)."""
     group = sub.add_parser("ignition", help="validate and inspect Ignition configs (spec 3.0-3.6)")
     group.set_defaults(print_help=group.print_help)
-    cmds = group.add_subparsers(dest="ignition_command", metavar="COMMAND")
+    cmds: argparse._SubParsersAction[Any] = group.add_subparsers(dest="ignition_command", metavar="COMMAND")
 
     validate = cmds.add_parser(
         "validate",
@@ -26,11 +28,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--json", action="store_true", help="one JSON object per file and line on stdout")
     validate.set_defaults(func=run_validate)
-
-    show = cmds.add_parser("show", help="summarise what the FreeBSD guest will do with a config")
-    show.add_argument("file", metavar="FILE")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.set_defaults(func=run_show)
+    return cmds
 
 
 def _read(name: str) -> bytes:
@@ -74,10 +72,3 @@ def run_validate(args: argparse.Namespace) -> int:
         if not report.valid and status == 0:
             status = 1
     return status
-
-
-def run_show(args: argparse.Namespace) -> int:
-    """Handled by the guest area, which knows what FreeBSD applies, translates or ignores."""
-    from fpvm.guest import show  # type: ignore[attr-defined, unused-ignore]
-
-    return int(show.main(args.file, args.json))

@@ -14,11 +14,11 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fpvm.fsutil import atomic_write, fsync_dir
 from fpvm.image.plan import BuildError
+from fpvm.progress import progress
 
 _BSD = re.compile(r"^SHA256 \((?P<name>[^)]+)\) = (?P<hex>[0-9a-fA-F]{64})$")
 _GNU = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>.+)$")
@@ -120,37 +120,3 @@ def download(url: str, dest: Path, sha256: str, show_progress: bool = True) -> b
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-@contextlib.contextmanager
-def progress(label: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr (or nothing when disabled or not a terminal); yields ``advance(n)``.
-
-    Shared with ``fpvm machine init`` (fpvm.machine.image), which streams its image through it.
-    """
-    if not enabled:
-        yield lambda _n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=not console.is_terminal,
-        disable=not console.is_terminal,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)

@@ -9,7 +9,6 @@ rendered from the recipe's tables.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import stat
 from collections.abc import Callable, Iterable
@@ -146,14 +145,13 @@ sys.exit(main())
 
 def _guest_rc() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """The guest agent's rc.d scripts (name -> text) and the rc.conf.d settings that enable them."""
+    from fpvm.guest import rcd
+
     try:
-        rcd = importlib.import_module("fpvm.guest.rcd")
         scripts = {name: rcd.script_text(name).decode() for name in rcd.SCRIPTS}
-        conf = {
-            svc: {k: v for k, v in values.items() if v is not None} for svc, values in rcd.RC_CONF.items()
-        }
-    except (ImportError, AttributeError, KeyError, OSError) as exc:
+    except (KeyError, OSError) as exc:  # package data missing from an incomplete install
         raise OverlayError(f"the guest's rc.d scripts are not available (fpvm.guest.rcd: {exc})") from None
+    conf = {svc: {k: v for k, v in values.items() if v is not None} for svc, values in rcd.RC_CONF.items()}
     if "fpvm" not in scripts:
         raise OverlayError("fpvm.guest.rcd has no rc.d script named fpvm")
     return scripts, conf
@@ -161,15 +159,8 @@ def _guest_rc() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
 
 def _compat_launchers() -> dict[str, str]:
     """linux-compat launchers, owned by the guest agent (``fpvm.guest.compat.launchers``)."""
-    try:
-        compat = importlib.import_module("fpvm.guest.compat")
-    except ImportError as exc:
-        raise OverlayError(
-            f"the linux-compat launchers are not available (fpvm.guest.compat: {exc})"
-        ) from None
-    launchers: Callable[[], dict[str, str]] | None = getattr(compat, "launchers", None)
-    if launchers is None:
-        raise OverlayError("fpvm.guest.compat exports no launchers()")
+    from fpvm.guest.compat import launchers
+
     return dict(launchers())
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fpvm import arch as archmod
+from fpvm.contract import API_SOCKET
 
 DEFAULT_RELEASE = "15.1-RELEASE"
 METHODS: tuple[str, ...] = ("pkgbase", "builder-vm", "poudriere")
@@ -266,9 +267,9 @@ def rc_conf(hostname: str) -> dict[str, dict[str, str]]:
         "sshd": {"sshd_enable": "YES"},
         "podman_service": {
             "podman_service_enable": "YES",
-            "podman_service_flags": "--time=0 unix:///var/run/podman/podman.sock",
-            "podman_service_api_rundir": "/var/run/podman",
-            "podman_service_api_socket": "/var/run/podman/podman.sock",
+            "podman_service_flags": f"--time=0 unix://{API_SOCKET}",
+            "podman_service_api_rundir": API_SOCKET.rpartition("/")[0],
+            "podman_service_api_socket": API_SOCKET,
             # api_user/group/mode stay the port's (root, operator, 0770): the guest agent adds the
             # podman users to that group (fpvm.guest.apisocket).
         },

@@ -10,10 +10,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from fpvm.contract import API_SOCKET
 from fpvm.machine.errors import MachineError
 from fpvm.machine.state import Machine, Paths
-
-API_SOCKET = "/var/run/podman/podman.sock"
 
 
 def uri(machine: Machine) -> str:

@@ -15,11 +15,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from fpvm.contract import MOUNTS_PATH, MountError, encode_mounts
 from fpvm.machine.errors import MachineError
 from fpvm.machine.state import Volume
 
 SPEC_VERSION = "3.2.0"
-MOUNTS_PATH = "/usr/local/etc/fpvm/mounts.json"
 MARKER_PATH = "/etc/containers/podman-machine"
 # The guest's podman reads the marker's content as the provider name; "qemu" is what 4.x always wrote
 # and makes podman publish container ports to gvproxy when gvproxy is in use.
@@ -89,9 +89,12 @@ def host_timezone(localtime: str = "/etc/localtime") -> str | None:
     return zone or None
 
 
-def mounts_table(volumes: list[Volume]) -> dict[str, Any]:
-    """The guest's mount table: tag, target, readonly per volume (format in docs/DEVELOPING.md)."""
-    return {"mounts": [{"tag": v.tag, "target": v.target, "readonly": v.readonly} for v in volumes]}
+def mounts_table(volumes: list[Volume]) -> str:
+    """The guest's mount table (``fpvm.contract.encode_mounts``): tag, target, readonly per volume."""
+    try:
+        return encode_mounts((v.tag, v.target, v.readonly) for v in volumes)
+    except MountError as exc:
+        raise MachineError(f"{MOUNTS_PATH}: {exc}") from None
 
 
 def _file(path: str, content: str, mode: int = 0o644, overwrite: bool = True) -> dict[str, Any]:
@@ -126,7 +129,7 @@ def build(pubkey: str, uid: int, volumes: list[Volume], timezone: str | None) ->
                 "target": f"/usr/share/zoneinfo/{timezone}",
             }
         )
-    mounts = json.dumps(mounts_table(volumes), indent=2) + "\n"
+    mounts = mounts_table(volumes)
     return {
         "ignition": {
             "config": {"replace": {"verification": {}}},

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from fpvm.image.download import progress
 from fpvm.machine.errors import MachineError
+from fpvm.progress import progress
 
 CHUNK = 1 << 20
 HEAD = 64 * 1024

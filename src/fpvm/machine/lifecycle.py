@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from fpvm.contract import MountError, check_target, volume_tag
 from fpvm.fwcfg.protocol import FwCfgError
 from fpvm.fwcfg.qmp import QmpClient
-from fpvm.guest.mounts import MountError, check_target
 from fpvm.machine import connection, image, qemu
 from fpvm.machine import ignition as ign
 from fpvm.machine.errors import MachineError
@@ -91,7 +91,7 @@ def parse_volume(spec: str, index: int) -> Volume:
         raise MachineError(f"volume {spec!r}: {exc}") from None
     if "\n" in str(src):
         raise MachineError(f"volume {spec!r}: QEMU cannot share a path containing a newline")
-    return Volume(source=str(src.resolve()), target=target, readonly=readonly, tag=f"fpvm{index}")
+    return Volume(source=str(src.resolve()), target=target, readonly=readonly, tag=volume_tag(index))
 
 
 def port_free(port: int) -> bool:

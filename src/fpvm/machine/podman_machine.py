@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fpvm.contract import FWCFG_CONFIG, READY_PORT, RUN_API_SOCKET, run_user_api_socket
 from fpvm.fsutil import atomic_write
 from fpvm.machine.errors import MachineError
 from fpvm.machine.qemu import opt
@@ -151,7 +152,7 @@ class PodmanMachine:
 
     @property
     def guest_api_socket(self) -> str:
-        return "/run/podman/podman.sock" if self.rootful else f"/run/user/{self.uid}/podman/podman.sock"
+        return RUN_API_SOCKET if self.rootful else run_user_api_socket(str(self.uid))
 
     def console_paths(self) -> tuple[Path, Path]:
         """(socket, log): socket beside podman's other runtime sockets, log beside the disk image."""
@@ -375,7 +376,7 @@ def diagnose(pm: PodmanMachine) -> list[Check]:
             Check(
                 "ready",
                 False,
-                "podman is still waiting for the guest to write Ready to org.fedoraproject.port.0",
+                f"podman is still waiting for the guest to write Ready to {READY_PORT}",
                 f"the guest has not finished booting or its ready step failed; {console_hint}",
             )
         )
@@ -418,7 +419,7 @@ def diagnose(pm: PodmanMachine) -> list[Check]:
                 "login",
                 False,
                 f"{pm.user}@127.0.0.1 with {pm.identity} was refused: {result.stderr.strip()[:200]}",
-                "the guest did not install the key from the Ignition config (fw_cfg opt/com.coreos/config), "
+                f"the guest did not install the key from the Ignition config (fw_cfg {FWCFG_CONFIG}), "
                 f"or the account is locked or sshd forbids it; {console_hint}",
             )
         )

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from fpvm import arch as archmod
+from fpvm.contract import FWCFG_CONFIG as CONFIG_FW_CFG
+from fpvm.contract import READY_PORT
 from fpvm.machine.errors import MachineError
 from fpvm.machine.state import Machine, Paths
 
-CONFIG_FW_CFG = "opt/com.coreos/config"
-READY_PORT = "org.fedoraproject.port.0"
 GVPROXY_MAC = "5a:94:ef:e4:0c:ee"  # gvproxy's static DHCP lease is for this MAC (192.168.127.2)
 PFLASH_SIZE = 64 << 20
 

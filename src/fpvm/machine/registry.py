@@ -117,7 +117,7 @@ def fetch(ref: str, arch: str, *, tls_verify: bool = True, show_progress: bool =
     The file is named ``<sha256>.<format>.<compression>`` as podman names its cache; its digest is
     checked while it downloads and a mismatch leaves nothing behind.
     """
-    from fpvm.image.download import progress
+    from fpvm.progress import progress
 
     parsed = parse_reference(ref)
     try:

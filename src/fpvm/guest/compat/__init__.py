@@ -15,7 +15,6 @@ Standard library only; each command's module is imported only when it is run.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 
@@ -34,6 +33,21 @@ COMMANDS: dict[str, str] = {
 USAGE = "usage: fpvm guest shim [--record FILE] [--root DIR] NAME [ARGS...]; NAME is one of: " + ", ".join(
     sorted(COMMANDS)
 )
+
+
+def _runner(module: str) -> Callable[[Shim, list[str]], int]:
+    """The ``run`` of one command's module, imported only now (each shim call loads just its own)."""
+    if module == "mount":
+        from fpvm.guest.compat.mount import run
+    elif module == "chattr":
+        from fpvm.guest.compat.chattr import run
+    elif module == "systemctl":
+        from fpvm.guest.compat.systemctl import run
+    elif module == "tmpfiles":
+        from fpvm.guest.compat.tmpfiles import run
+    else:
+        raise KeyError(f"no linux-compat module named {module!r}")
+    return run
 
 
 def main(argv: list[str]) -> int:
@@ -71,7 +85,7 @@ def main(argv: list[str]) -> int:
     except HostRootError as exc:
         print(f"fpvm guest shim: error: {exc}", file=sys.stderr)
         return 1
-    run: Callable[[Shim, list[str]], int] = importlib.import_module(f"fpvm.guest.compat.{module}").run
+    run = _runner(module)
     shim = Shim.make(name.rsplit("/", 1)[-1], root=root, record=record)
     try:
         return run(shim, rest)
