@@ -15,8 +15,10 @@ import pytest
 from fpvm.image import builder_vm, cidata, recipe
 from fpvm.image.plan import BuildError
 from fpvm.machine import qemu_host
+from fpvm.machine.qemu_argv import PFLASH_SIZE
 
 EDK2 = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+AAVMF = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
 VIRTIO_VENDOR = 0x1AF4
 VIRTIO_BLK = {0x1001, 0x1042}
 VIRTIO_NET = {0x1000, 0x1041}
@@ -73,13 +75,26 @@ def _files(tmp_path: Path) -> builder_vm.VmFiles:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("builder_arch", ["amd64", "aarch64"])
-def test_real_qemu_accepts_the_builder_vm(tmp_path: Path, builder_arch: str) -> None:
-    files = _files(tmp_path)
+@pytest.mark.parametrize(
+    ("builder_arch", "firmware"),
+    [
+        ("amd64", None),
+        ("aarch64", EDK2),  # Debian's qemu-efi-aarch64 (2 MiB): -bios
+        ("aarch64", AAVMF),  # the pflash shape of Homebrew's edk2: code read-only + a vars store
+    ],
+)
+def test_real_qemu_accepts_the_builder_vm(tmp_path: Path, builder_arch: str, firmware: Path | None) -> None:
+    """The argv of the shared layer (fpvm.machine.qemu_argv), every path in a folder with a comma."""
+    work = tmp_path / "wo,rk"
+    work.mkdir()
+    files = _files(work)
+    assert "," in str(files.disk) and "," in str(files.vars_store)
     qemu = qemu_host.find_qemu(builder_arch)
-    firmware = qemu_host.find_firmware(qemu) if builder_arch == "aarch64" else None
-    if builder_arch == "aarch64":
-        assert firmware == EDK2, "Debian's qemu-efi-aarch64 firmware is a test peer"
+    if firmware == EDK2:
+        assert qemu_host.find_firmware(qemu) == EDK2, "Debian's qemu-efi-aarch64 firmware is a test peer"
+    if firmware == AAVMF:
+        assert AAVMF.stat().st_size == PFLASH_SIZE, "Debian's AAVMF is the pflash-shaped edk2 here"
+        qemu_host.ensure_efi_vars(files.vars_store)
     argv = builder_vm.vm_argv(qemu, builder_arch, "tcg", 256, 1, files, firmware)
     proc = subprocess.Popen([*argv, "-S"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -89,6 +104,11 @@ def test_real_qemu_accepts_the_builder_vm(tmp_path: Path, builder_arch: str) -> 
         assert blocks["builder"]["inserted"]["drv"] == "qcow2"
         assert blocks["output"]["inserted"]["drv"] == "raw" and not blocks["output"]["inserted"]["ro"]
         assert blocks["cidata"]["inserted"]["ro"] is True
+        assert blocks["output"]["inserted"]["file"] == str(files.output)
+        if firmware == AAVMF:
+            assert blocks["pflash0"]["inserted"]["ro"] is True
+            assert blocks["pflash1"]["inserted"]["file"] == str(files.vars_store)
+        assert files.serial_log.is_file()  # QEMU opened the serial file at the path meant, comma and all
         devices = [d for bus in qmp.cmd("query-pci") for d in bus["devices"]]  # type: ignore[attr-defined]
         ids = [(d["id"]["vendor"], d["id"]["device"]) for d in devices]
         assert sum(1 for v, d in ids if v == VIRTIO_VENDOR and d in VIRTIO_BLK) == 3
