@@ -97,7 +97,7 @@ def vm_argv(
     vm.virtio_blk("output", files.output, "raw")
     vm.virtio_blk("cidata", files.cidata, "raw", readonly=True)
     vm.user_net()
-    vm.add("-device", "virtio-rng-pci")
+    vm.rng()
     return vm.argv
 
 

@@ -104,6 +104,10 @@ class QemuArgv:
     def _nic(self, mac: str | None) -> None:
         self.argv += ["-device", "virtio-net-pci,netdev=net0" + (f",mac={mac}" if mac else "")]
 
+    def rng(self) -> None:
+        """Entropy from the host (a fresh guest generating keys need not wait for it)."""
+        self.argv += ["-device", "virtio-rng-pci"]
+
     def fw_cfg(self, name: str, file: Path) -> None:
         self.argv += ["-fw_cfg", f"name={name},file={opt(file)}"]
 
