@@ -145,8 +145,13 @@ def test_builder_vm_deadline_end_to_end(mirror: Mirror, tmp_path: Path, accel: s
     )
     assert status == 1
     assert "did not finish within 3 s (--deadline)" in stderr, stderr
-    # auto: KVM where it works; where QEMU cannot start with it, a warning and TCG (this sandbox).
-    assert ("warning: --accel tcg" in stderr) == (accel == "tcg")
+    # --accel tcg: no warning. auto: KVM where the probe passes; where QEMU cannot start with it (this
+    # sandbox), one warning naming --accel tcg and the cost, and the build goes on under TCG.
+    warnings = [line for line in stderr.splitlines() if "warning:" in line]
+    if accel == "tcg":
+        assert warnings == []
+    else:
+        assert len(warnings) <= 1 and all("--accel tcg" in w and "10-50x" in w for w in warnings)
     assert "Traceback" not in stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"fpvm-15.1-RELEASE-{archmod.host()}.build.log"]

@@ -9,7 +9,8 @@ from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 from fpvm.machine import cli
 
 HERE = Path(__file__).resolve().parent
-FAKE_QEMU = HERE / "fake_qemu.py"
+# The one stand-in QEMU (its docstring lists what it plays); the podman contract tests use it too.
+FAKE_QEMU = HERE.parent / "contract" / "standins" / "qemu.py"
 __all__ = ["FAKE_QEMU", "PODMAN_CAPTURE", "PODMAN_IGNITION", "fpvm", "make_disk"]
 
 

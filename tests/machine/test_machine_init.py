@@ -18,7 +18,7 @@ import zstandard
 from machine_helpers import fpvm, make_disk
 
 from fpvm import arch as archmod
-from fpvm.machine import ignition, qemu, state
+from fpvm.machine import ignition, qemu_host, state
 from fpvm.machine.errors import MachineError
 
 pytest_plugins = ["machine_support"]
@@ -234,13 +234,13 @@ def test_missing_qemu(
 ) -> None:
     monkeypatch.setenv("PATH", str(machine_env))
     err = _fails(capsys, "machine", "init", "x", "--image", str(machine_disk), "--arch", "aarch64")
-    assert "qemu-system-aarch64 not found on PATH: install QEMU" in err
+    assert "qemu-system-aarch64 is not installed (not found on PATH): install QEMU" in err
 
 
 def test_missing_firmware(
     machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(qemu, "_FIRMWARE_DIRS", (str(machine_env / "nowhere"),))
+    monkeypatch.setattr(qemu_host, "FIRMWARE_DIRS", (str(machine_env / "nowhere"),))
     monkeypatch.setenv("FPVM_QEMU", "/usr/bin/qemu-system-aarch64")
     err = _fails(capsys, "machine", "init", "x", "--image", str(machine_disk), "--arch", "aarch64")
     assert "no UEFI firmware for aarch64 found" in err and "qemu-efi-aarch64" in err

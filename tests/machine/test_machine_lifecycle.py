@@ -1,8 +1,8 @@
 """start / ssh / console / list / inspect / stop / rm against a simulated VM.
 
-The stand-in QEMU (fake_qemu.py) receives fpvm's real argv and serves QMP, the ready socket and the
-console like QEMU does; OpenSSH's sshd plays the guest's sshd on the forwarded port; the real podman
-4.3.1 client records the connection (in a temporary containers.conf).
+The stand-in QEMU (tests/contract/standins/qemu.py) receives fpvm's real argv and serves QMP, the ready
+socket and the console like QEMU does; OpenSSH's sshd plays the guest's sshd on the forwarded port; the
+real podman 4.3.1 client records the connection (in a temporary containers.conf).
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from fpvm.machine import qemu
+from fpvm.machine import qemu, qemu_host
 from fpvm.machine.errors import MachineError
 from fpvm.machine.state import Machine, Paths, Volume
 
-MAC = qemu.Host("darwin", "aarch64", kvm=False)
-LINUX_KVM = qemu.Host("linux", "amd64", kvm=True)
-LINUX_NO_KVM = qemu.Host("linux", "amd64", kvm=False)
+MAC = qemu_host.Host("darwin", "aarch64", kvm=False)
+LINUX_KVM = qemu_host.Host("linux", "amd64", kvm=True)
+LINUX_NO_KVM = qemu_host.Host("linux", "amd64", kvm=False)
 
 
 def _machine(arch: str, volumes: list[Volume] | None = None) -> Machine:
@@ -36,7 +36,7 @@ def _opt(argv: list[str], flag: str) -> list[str]:
         ("amd64", MAC, "tcg", "max"),  # x86 guest on Apple silicon
     ],
 )
-def test_accelerator(arch: str, host: qemu.Host, accel: str, cpu: str, tmp_path: Path) -> None:
+def test_accelerator(arch: str, host: qemu_host.Host, accel: str, cpu: str, tmp_path: Path) -> None:
     fw = tmp_path / "QEMU_EFI.fd"
     fw.write_bytes(b"\0" * 4096)
     plan = qemu.build(_machine(arch), Paths(tmp_path, tmp_path / "run"), qemu="qemu", host=host, firmware=fw)
@@ -156,12 +156,12 @@ def test_firmware_found_next_to_qemu_then_in_debians_package(
     binary.touch()
     brew = prefix / "share/qemu/edk2-aarch64-code.fd"
     brew.touch()
-    assert qemu.find_firmware(str(binary)) == brew
+    assert qemu_host.find_firmware(str(binary)) == brew
     brew.unlink()
     # Debian's qemu-efi-aarch64 package, installed on this host (the real file, not a stand-in).
     debian = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
     assert debian.is_file() and debian.stat().st_size < qemu.PFLASH_SIZE
-    assert qemu.find_firmware(str(binary)) == debian
+    assert qemu_host.find_firmware(str(binary)) == debian
     monkeypatch.setenv("FPVM_FIRMWARE", str(tmp_path / "missing.fd"))
     with pytest.raises(MachineError, match=r"FPVM_FIRMWARE=.*does not exist"):
-        qemu.find_firmware(str(binary))
+        qemu_host.find_firmware(str(binary))

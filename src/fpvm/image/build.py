@@ -8,6 +8,7 @@ kept because it is what explains the failure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import shutil
 import sys
@@ -98,16 +99,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         recipe.output_dir.mkdir(parents=True, exist_ok=True)
         if recipe.method == "builder-vm":
             builder_arch = archmod.host()
-            accel_warning = None
-            if recipe.accel == "auto":
-                _, accel_warning = builder_vm.choose_accel(platform.system(), builder_arch, builder_arch)
-            elif recipe.accel == "tcg":
-                accel_warning = "--accel tcg: the builder VM runs under emulation, which is many times slower"
-            if accel_warning:
-                err.write(f"fpvm build: warning: {accel_warning}\n")
             builder_vm.check_host(
                 recipe, builder_arch, recipe.output_dir, recipe.cache_dir or default_cache_dir()
             )
+            choice = builder_vm.resolve_accel(recipe, builder_arch)  # KVM/HVF probed; auto may fall back
+            if choice.warning:
+                err.write(f"fpvm build: warning: {choice.warning}\n")
+            recipe = dataclasses.replace(recipe, accel=choice.accel)
         else:
             builder_vm.check_space(recipe.output_dir, 3 * recipe.image_size)
         work = recipe.work_dir or Path(tempfile.mkdtemp(prefix=".fpvm-build-", dir=recipe.output_dir))

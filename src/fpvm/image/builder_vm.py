@@ -2,7 +2,9 @@
 
 The official FreeBSD VM image for the release, in the build host's own architecture (the
 BASIC-CLOUDINIT variant, checked against the release's CHECKSUM.SHA256 and cached), boots under QEMU
-with hardware acceleration (KVM on Linux, HVF on macOS; TCG otherwise, with a warning). A NoCloud
+with hardware acceleration (KVM on Linux, HVF on macOS, probed first; TCG otherwise, with one warning:
+fpvm.machine.qemu_accel). QEMU, its firmware and its command line come from the same layer as
+`fpvm machine` (fpvm.machine.qemu_host, qemu_argv). A NoCloud
 ``cidata`` ISO carries the fpvm wheel and a ``#!`` user-data script that nuageinit runs: it installs
 python3, runs ``fpvm build --method pkgbase`` for the *target* arch (pkg installs foreign-arch
 packages with its ABI set, so the builder itself runs natively), writes the image to a second virtio
@@ -15,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,22 +30,15 @@ from fpvm import arch as archmod
 from fpvm.image import cidata, download, outputs, plan, wheel
 from fpvm.image.plan import BuildError, Step
 from fpvm.image.recipe import Recipe
+from fpvm.machine import qemu_accel, qemu_host
+from fpvm.machine.errors import MachineError
+from fpvm.machine.qemu_argv import QemuArgv, is_pflash
 
 VARIANT = "BASIC-CLOUDINIT"
 CHECKSUM_FILE = "CHECKSUM.SHA256"
 MARKER = re.compile(r"FPVM-BUILD-(?P<state>OK|FAILED) (?P<rest>.*)")
 _OK = re.compile(r"size=(?P<size>\d+) sha256=(?P<sha>[0-9a-f]{64})")
 GUEST_OUT = "/var/fpvm/out"
-
-# edk2 for arm64 guests: Debian/Ubuntu (qemu-efi-aarch64), Fedora (edk2-aarch64), Homebrew/MacPorts.
-AARCH64_FIRMWARE: tuple[str, ...] = (
-    "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
-    "/usr/share/AAVMF/AAVMF_CODE.fd",
-    "/usr/share/edk2/aarch64/QEMU_EFI.fd",
-    "/opt/homebrew/share/qemu/edk2-aarch64-code.fd",
-    "/usr/local/share/qemu/edk2-aarch64-code.fd",
-    "/opt/local/share/qemu/edk2-aarch64-code.fd",
-)
 
 
 def image_file_name(recipe: Recipe, builder_arch: str) -> str:
@@ -57,26 +51,21 @@ def image_dir_url(recipe: Recipe, builder_arch: str) -> str:
     return f"{recipe.mirror.rstrip('/')}/releases/VM-IMAGES/{recipe.release.name}/{builder_arch}/Latest"
 
 
-def choose_accel(host_system: str, host_arch: str, builder_arch: str) -> tuple[str, str | None]:
-    """The QEMU accelerator and, for TCG, the warning to print."""
-    if builder_arch == host_arch:
-        if host_system == "Linux" and os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return "kvm", None
-        if host_system == "Darwin":
-            return "hvf", None
-    return "tcg", (
-        "no hardware virtualisation available (KVM/HVF): the builder VM runs under TCG emulation, "
-        "which is many times slower"
-    )
+@contextlib.contextmanager
+def _as_build_error() -> Iterator[None]:
+    """The shared QEMU layer speaks MachineError; `fpvm build` reports BuildError."""
+    try:
+        yield
+    except MachineError as exc:
+        raise BuildError(str(exc)) from None
 
 
-def find_firmware(builder_arch: str, candidates: tuple[str, ...] = AARCH64_FIRMWARE) -> Path | None:
-    if builder_arch != "aarch64":
-        return None  # amd64: SeaBIOS, built into QEMU
-    for path in candidates:
-        if Path(path).is_file():
-            return Path(path)
-    return None
+def resolve_accel(recipe: Recipe, builder_arch: str) -> qemu_accel.Choice:
+    """``--accel`` made real: KVM/HVF probed, ``auto`` falls back to TCG with a warning, an explicit
+    accelerator that does not work is an error suggesting ``--accel tcg``."""
+    with _as_build_error():
+        exe = qemu_host.find_qemu(builder_arch)
+        return qemu_accel.resolve(exe, builder_arch, qemu_host.Host.detect(), recipe.accel)
 
 
 @dataclass(frozen=True)
@@ -88,50 +77,28 @@ class VmFiles:
     cidata: Path
     serial_log: Path
     qmp: Path
+    efi_vars: Path | None = None  # for pflash firmware; default: efi-vars.fd beside the disk
+
+    @property
+    def vars_store(self) -> Path:
+        return self.efi_vars or self.disk.with_name("efi-vars.fd")
 
 
-def qemu_argv(
-    builder_arch: str, accel: str, memory: int, cpus: int, files: VmFiles, firmware: Path | None
+def vm_argv(
+    qemu: str, builder_arch: str, accel: str, memory: int, cpus: int, files: VmFiles, firmware: Path | None
 ) -> list[str]:
     """The builder VM: the official image, the output disk, the cidata ISO, user networking."""
-    qemu = f"qemu-system-{archmod.qemu_name(builder_arch)}"
-    cpu = "host" if accel in ("kvm", "hvf") else "max"
-    machine = f"q35,accel={accel}" if builder_arch == "amd64" else f"virt,accel={accel},gic-version=max"
-    argv = [qemu, "-machine", machine, "-cpu", cpu, "-smp", str(cpus), "-m", str(memory)]
-    if firmware is not None:
-        argv += ["-bios", str(firmware)]
-    argv += [
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-chardev",
-        f"file,id=serial0,path={files.serial_log}",
-        "-serial",
-        "chardev:serial0",
-        "-qmp",
-        f"unix:{files.qmp},server=on,wait=off",
-        "-drive",
-        f"if=none,id=builder,file={files.disk},format=qcow2",
-        "-device",
-        "virtio-blk-pci,drive=builder,bootindex=0",
-        "-drive",
-        f"if=none,id=output,file={files.output},format=raw",
-        "-device",
-        "virtio-blk-pci,drive=output",
-        "-drive",
-        f"if=none,id=cidata,file={files.cidata},format=raw,readonly=on",
-        "-device",
-        "virtio-blk-pci,drive=cidata",
-        "-netdev",
-        "user,id=net0",
-        "-device",
-        "virtio-net-pci,netdev=net0",
-        "-device",
-        "virtio-rng-pci",
-    ]
-    return argv
+    vm = QemuArgv(qemu, builder_arch, accel, memory=memory, cpus=cpus)
+    vm.firmware(firmware, files.vars_store)
+    vm.add("-display", "none", "-monitor", "none", "-no-reboot")
+    vm.serial_file(files.serial_log)
+    vm.qmp(files.qmp)
+    vm.virtio_blk("builder", files.disk, "qcow2", bootindex=0)
+    vm.virtio_blk("output", files.output, "raw")
+    vm.virtio_blk("cidata", files.cidata, "raw", readonly=True)
+    vm.user_net()
+    vm.rng()
+    return vm.argv
 
 
 def user_data(recipe: Recipe, wheel_name: str) -> str:
@@ -275,21 +242,10 @@ def extract(output_disk: Path, size: int, sha256: str, dest: Path) -> None:
     os.replace(output_disk, dest)
 
 
-class QemuFailed(BuildError):
-    """QEMU itself failed (not the build in the guest); ``elapsed`` tells a start failure apart."""
-
-    def __init__(self, message: str, elapsed: float) -> None:
-        super().__init__(message)
-        self.elapsed = elapsed
-
-
-START_FAILURE_SECONDS = 20.0
-
-
-def _hint(argv: list[str]) -> str:
-    machine = argv[argv.index("-machine") + 1] if "-machine" in argv else ""
-    if "accel=kvm" in machine or "accel=hvf" in machine:
-        return " (if hardware virtualisation is broken here, try --accel tcg)"
+def _hint(argv: list[str], stderr: str) -> str:
+    accel = argv[argv.index("-accel") + 1] if "-accel" in argv else ""
+    if accel in ("kvm", "hvf") and qemu_accel.accel_failure(stderr):
+        return f" (hardware acceleration failed: --accel tcg runs without it, {qemu_accel.TCG_COST})"
     return ""
 
 
@@ -297,7 +253,6 @@ def run_vm(argv: list[str], serial_log: Path, deadline: int, status: bool = True
     """Run QEMU until it powers off; past ``deadline`` seconds stop it and show the serial tail."""
     serial_log.parent.mkdir(parents=True, exist_ok=True)
     err_path = serial_log.with_name(f".{serial_log.name}.qemu-stderr")
-    started = time.monotonic()
     try:
         returncode = _supervise(argv, serial_log, err_path, deadline, status, poll)
         stderr = err_path.read_text(errors="replace").strip()
@@ -305,9 +260,8 @@ def run_vm(argv: list[str], serial_log: Path, deadline: int, status: bool = True
         with contextlib.suppress(FileNotFoundError):
             err_path.unlink()
     if returncode != 0:
-        raise QemuFailed(
-            f"QEMU exited with status {returncode}: {stderr[-2000:] or 'no message'}{_hint(argv)}",
-            time.monotonic() - started,
+        raise BuildError(
+            f"QEMU exited with status {returncode}: {stderr[-2000:] or 'no message'}{_hint(argv, stderr)}"
         )
 
 
@@ -379,16 +333,11 @@ def space_needed(recipe: Recipe) -> int:
 
 def check_host(recipe: Recipe, builder_arch: str, work: Path, cache: Path) -> Path | None:
     """Refuse early, with one clear message, what would fail later: QEMU, firmware, disk space."""
-    qemu = f"qemu-system-{archmod.qemu_name(builder_arch)}"
-    for tool in (qemu, "qemu-img"):
-        if shutil.which(tool) is None:
-            raise BuildError(
-                f"{tool} is not installed: --method builder-vm needs QEMU "
-                "(Debian/Ubuntu: apt install qemu-system qemu-utils; macOS: brew install qemu)"
-            )
-    firmware = find_firmware(builder_arch)
-    if builder_arch == "aarch64" and firmware is None:
-        raise BuildError("no UEFI firmware for arm64 QEMU found (Debian: apt install qemu-efi-aarch64)")
+    with _as_build_error():
+        exe = qemu_host.find_qemu(builder_arch)
+        if shutil.which("qemu-img") is None:
+            raise BuildError(f"qemu-img is not installed: install QEMU ({qemu_host.install_hint()})")
+        firmware = qemu_host.find_firmware(exe) if builder_arch == "aarch64" else None
     check_space(work, space_needed(recipe))
     check_space(cache, 2 << 30)
     return firmware
@@ -421,13 +370,17 @@ def plan_steps(
     """Every step of a builder-VM build, from download to the raw image at ``raw``."""
     builder_arch = builder_arch or archmod.host()
     if accel is None:
-        accel = recipe.accel
+        accel = recipe.accel  # `fpvm build` has resolved (probed) it by now; a dry run has not
     if accel == "auto":
-        accel, _ = choose_accel(platform.system(), archmod.host(), builder_arch)
-    if firmware is None:
-        firmware = find_firmware(builder_arch) or (
-            Path(AARCH64_FIRMWARE[0]) if builder_arch == "aarch64" else None
-        )
+        accel = qemu_accel.choose(builder_arch, qemu_host.Host.detect())[0]
+    qemu = qemu_host.qemu_command(builder_arch)
+    if firmware is None and builder_arch == "aarch64":
+        try:
+            firmware = qemu_host.find_firmware(qemu)
+        except MachineError:
+            firmware = Path(
+                "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
+            )  # what a dry run shows; a build stops earlier
     name = image_file_name(recipe, builder_arch)
     base_url = image_dir_url(recipe, builder_arch)
     compressed = cache / name
@@ -438,9 +391,10 @@ def plan_steps(
         cidata=work / "cidata.iso",
         serial_log=serial_log,
         qmp=work / "qmp.sock",
+        efi_vars=work / "efi-vars.fd",
     )
     whl = wheel_file or work / wheel.wheel_name()
-    argv = qemu_argv(builder_arch, accel, recipe.memory, recipe.cpus, files, firmware)
+    argv = vm_argv(qemu, builder_arch, accel, recipe.memory, recipe.cpus, files, firmware)
 
     def fetch() -> None:
         digest = download.expected_sha256(f"{base_url}/{CHECKSUM_FILE}", name, cache)
@@ -466,17 +420,9 @@ def plan_steps(
         )
 
     def boot() -> None:
-        try:
-            run_vm(argv, serial_log, recipe.deadline, status=status)
-        except QemuFailed as exc:
-            # KVM/HVF that QEMU cannot start with (nested virtualisation): with --accel auto, go on
-            # under TCG rather than fail; an explicit --accel is taken at its word.
-            if recipe.accel != "auto" or accel == "tcg" or exc.elapsed > START_FAILURE_SECONDS:
-                raise
-            first_line = str(exc).splitlines()[0]
-            sys.stderr.write(f"fpvm build: warning: {first_line}; retrying the builder VM under TCG (slow)\n")
-            tcg = qemu_argv(builder_arch, "tcg", recipe.memory, recipe.cpus, files, firmware)
-            run_vm(tcg, serial_log, recipe.deadline, status=status)
+        if firmware is not None and is_pflash(firmware):
+            qemu_host.ensure_efi_vars(files.vars_store)
+        run_vm(argv, serial_log, recipe.deadline, status=status)
 
     def take() -> None:
         size, digest = parse_result(serial_log)

@@ -167,7 +167,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = m.add_parser("start", help="boot the machine and register the podman connection")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--dry-run", action="store_true", help="print the QEMU command line and do nothing else")
-    p.add_argument("--accel", choices=("auto", "hvf", "kvm", "tcg"), default="auto")
+    p.add_argument(
+        "--accel",
+        choices=("auto", "hvf", "kvm", "tcg"),
+        default="auto",
+        help="QEMU accelerator (default: auto: KVM on Linux, HVF on macOS, tried first; if it cannot run "
+        "a VM here, TCG with a warning). kvm/hvf: an error when unusable. tcg: emulation, 10-50x slower",
+    )
     p.add_argument("--network", choices=("auto", "user", "gvproxy"), default="auto")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="how long to wait for Ready")
     p.add_argument("--default", action="store_true", help="make fpvm-NAME podman's default connection")

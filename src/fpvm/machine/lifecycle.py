@@ -27,7 +27,7 @@ from typing import IO, Any
 from fpvm.contract import MountError, check_target, volume_tag
 from fpvm.fwcfg.protocol import FwCfgError
 from fpvm.fwcfg.qmp import QmpClient
-from fpvm.machine import connection, image, qemu
+from fpvm.machine import connection, image, qemu, qemu_accel, qemu_host
 from fpvm.machine import ignition as ign
 from fpvm.machine.errors import MachineError
 from fpvm.machine.state import (
@@ -151,9 +151,9 @@ def init(
     if ssh_port is not None and not port_free(ssh_port):
         raise MachineError(f"--ssh-port {ssh_port}: 127.0.0.1:{ssh_port} is in use; choose another port")
     # Fail before a long download when the machine could never start here.
-    exe = qemu.find_qemu(arch)
+    exe = qemu_host.find_qemu(arch)
     if arch == "aarch64":
-        qemu.find_firmware(exe)
+        qemu_host.find_firmware(exe)
 
     machines_root().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=machines_root()))
@@ -169,8 +169,7 @@ def init(
         if arch == "aarch64":
             # pflash firmware (Homebrew's edk2, AAVMF) needs a writable 64 MiB vars store beside it;
             # sparse, so it costs nothing when -bios firmware is used instead.
-            with (work / "efi-vars.fd").open("wb") as fh:
-                fh.truncate(qemu.PFLASH_SIZE)
+            qemu_host.ensure_efi_vars(work / "efi-vars.fd")
         pubkey = ign.make_key(work / "id_ed25519", f"fpvm-{name}")
         uid = _host_uid()
         config = ign.build(pubkey, uid, vols, ign.host_timezone())
@@ -219,20 +218,31 @@ def _last_line(path: Path) -> str:
     return tail[-1][:80] if tail else ""
 
 
-def plan_start(machine: Machine, paths: Paths, accel: str = "auto", network: str = "auto") -> qemu.Plan:
-    exe = qemu.find_qemu(machine.arch)
-    firmware = qemu.find_firmware(exe) if machine.arch == "aarch64" else None
+def plan_start(
+    machine: Machine, paths: Paths, accel: str = "auto", network: str = "auto", probe: bool = False
+) -> tuple[qemu.Plan, str | None]:
+    """The argv and the one accelerator warning to show. With ``probe`` KVM/HVF are tried first
+    (qemu_accel.resolve: fallback to TCG under ``auto``, an error when asked for explicitly); a dry run
+    shows the unprobed choice and starts nothing."""
+    exe = qemu_host.find_qemu(machine.arch)
+    firmware = qemu_host.find_firmware(exe) if machine.arch == "aarch64" else None
     gvproxy = qemu.find_gvproxy() if network in ("auto", "gvproxy") else None
-    return qemu.build(
+    host = qemu_host.Host.detect()
+    warning = None
+    if probe:
+        choice = qemu_accel.resolve(exe, machine.arch, host, accel)
+        accel, warning = choice.accel, choice.warning
+    plan = qemu.build(
         machine,
         paths,
         qemu=exe,
-        host=qemu.Host.detect(),
+        host=host,
         accel=accel,
         network=network,
         firmware=firmware,
         gvproxy=gvproxy,
     )
+    return plan, warning
 
 
 def _check_startable(machine: Machine, paths: Paths) -> None:
@@ -344,10 +354,16 @@ def _failure(what: str, paths: Paths, name: str) -> str:
         parts.append(f"Last console lines ({paths.console_log}):\n{clog}")
     else:
         parts.append(f"The console printed nothing ({paths.console_log}).")
-    parts.append(
-        f"The VM was stopped. Try again with `fpvm machine start {name}` "
-        f"and watch `fpvm machine console {name}`."
-    )
+    if qemu_accel.accel_failure(qlog):
+        parts.append(
+            f"The VM was stopped. QEMU's accelerator failed: `fpvm machine start {name} --accel tcg` "
+            f"runs without it ({qemu_accel.TCG_COST})."
+        )
+    else:
+        parts.append(
+            f"The VM was stopped. Try again with `fpvm machine start {name}` "
+            f"and watch `fpvm machine console {name}`."
+        )
     return "\n".join(parts)
 
 
@@ -392,8 +408,8 @@ def start(
     out = out or sys.stdout
     machine = load_machine(name)
     paths = Paths.of(name)
-    plan = plan_start(machine, paths, accel, network)
     if dry_run:
+        plan, _ = plan_start(machine, paths, accel, network)
         if plan.gvproxy_argv:
             print("# gvproxy: " + shlex.join(plan.gvproxy_argv), file=out)
         print(shlex.join(plan.argv), file=out)
@@ -403,15 +419,12 @@ def start(
     for stale in clean_stale(paths):
         _info(f"removed stale {stale}")
     _check_startable(machine, paths)
-    if plan.accel == "tcg":
-        _warn(
-            "no hardware acceleration (KVM needs a usable /dev/kvm and a guest of the host's architecture; "
-            "HVF needs macOS on the same architecture): the VM runs under TCG emulation and boots slowly"
-        )
+    plan, accel_warning = plan_start(machine, paths, accel, network, probe=True)
+    if accel_warning:
+        _warn(accel_warning)
     paths.run.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if machine.arch == "aarch64" and "-bios" not in plan.argv and not paths.efi_vars.exists():
-        with paths.efi_vars.open("wb") as fh:
-            fh.truncate(qemu.PFLASH_SIZE)
+    if machine.arch == "aarch64" and "-bios" not in plan.argv:
+        qemu_host.ensure_efi_vars(paths.efi_vars)
 
     gv: subprocess.Popen[bytes] | None = None
     if plan.gvproxy_argv:

@@ -23,7 +23,7 @@ from typing import Any
 from fpvm.contract import FWCFG_CONFIG, READY_PORT, RUN_API_SOCKET, run_user_api_socket
 from fpvm.fsutil import atomic_write
 from fpvm.machine.errors import MachineError
-from fpvm.machine.qemu import opt
+from fpvm.machine.qemu_argv import serial_socket_args
 from fpvm.machine.state import pid_alive, read_pid, socket_listening
 
 CONSOLE_ID = "fpvmconsole"
@@ -173,12 +173,7 @@ class PodmanMachine:
 
 
 def console_args(sock: Path, log: Path) -> list[str]:
-    return [
-        "-chardev",
-        f"socket,id={CONSOLE_ID},path={opt(sock)},server=on,wait=off,logfile={opt(log)},logappend=on",
-        "-serial",
-        f"chardev:{CONSOLE_ID}",
-    ]
+    return serial_socket_args(sock, log, CONSOLE_ID)
 
 
 def has_console(cmdline: list[str]) -> bool:

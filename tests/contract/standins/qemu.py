@@ -1,18 +1,38 @@
-"""A stand-in for qemu-system-*: what podman 4.3.1 talks to, with fpvm's guest agent as the "guest".
+"""The one stand-in for qemu-system-*, for every test that starts "QEMU" without a guest to boot.
 
-podman starts the command line from the machine JSON (``CmdLine``) and then acts as the client of two
-unix sockets this process serves: QMP (``-qmp unix:PATH,server=on``) and the virtio-serial ready port
-(``-chardev socket,path=PATH,server=on`` bound to ``org.fedoraproject.port.0``). The "boot" is fpvm's
-agent provisioning a staged root from the fw_cfg file named on our own command line; ``Ready\\n`` is
-written only after it succeeded. QMP: podman sends JSON objects without newlines, so the input is
-parsed as a stream. ``system_powerdown`` ends the process, as a guest powering off would.
+It reads a real QEMU command line (fpvm machine's, the builder VM's, podman 4.3.1's) and serves what a
+host sees of a VM: QMP (``-qmp unix:PATH,server=on``: a JSON stream; greeting, qmp_capabilities,
+query-status, stop/cont, system_powerdown, quit; ``-qmp stdio``: the same on stdin/stdout, which is how
+fpvm probes an accelerator), the virtio-serial ready port (``Ready\\n`` once the "guest" booted), the
+serial console socket with its log file, the pid file. Option strings are read as QEMU reads them
+(``,,`` is a literal comma).
 
-Standard library only; runs as the unprivileged podman user. Usage (from a wrapper script):
-``python3 qemu.py HARNESS_JSON QEMU_ARGS...``
+Two ways to run it (standard library only; both as a wrapper script's ``exec``):
+
+``python3 qemu.py HARNESS_JSON QEMU_ARGS...`` -- the podman contract tests (tests/contract): the "boot"
+is fpvm's guest agent provisioning a staged root from the fw_cfg file named on the command line;
+``Ready`` is written only after it succeeded; the harness JSON names the log, pid and result files.
+
+``python3 qemu.py QEMU_ARGS...`` -- fpvm's own tests, steered by the environment:
+- ``FAKE_QEMU_RECORD=FILE``: append each command line as a JSON line (probes included).
+- ``FAKE_QEMU_ACCEL_FAIL=kvm|kvm-abort|kvm-module|hvf``: fail the way QEMU fails on hosts where the
+  accelerator exists but cannot run a VM (nested or paravirtual KVM, HVF without entitlement): QEMU's
+  message on stderr and exit status 1 at once (``kvm-abort``: SIGABRT after the message, as QEMU 7.2's
+  failed assertion does) -- only when the command line asks for that accelerator (``-accel kvm``,
+  ``-enable-kvm``, ``-machine ...,accel=kvm``, ``-cpu host``; ``hvf`` likewise). TCG always works.
+- ``FAKE_QEMU_READY_AFTER=SECONDS|never`` (default 0.5): when the guest signals Ready.
+- ``FAKE_QEMU_IGNORE_POWERDOWN=1``: a guest that ignores the ACPI power button.
+- ``FAKE_QEMU_SSHD_CONFIG=FILE`` (and ``FAKE_QEMU_SSH_PORT``): OpenSSH's sshd on the forwarded port, as
+  QEMU's hostfwd would reach the guest's sshd.
+- A builder VM (``-chardev file,...`` serial and a drive with ``id=output``) "builds": it writes the
+  bytes of ``FAKE_QEMU_BUILD_IMAGE`` (a file; default a fixed text) to the output disk, the
+  ``FPVM-BUILD-OK size=N sha256=H`` line to the serial file, and powers off (exit 0).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -27,28 +47,60 @@ from typing import Any
 GREETING = {
     "QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}
 }
+BOOT_TEXT = "Consoles: EFI console\nFreeBSD/amd64 (fake) starting...\nStarting sshd.\n"
+BUILD_IMAGE = b"FreeBSD image written by the stand-in builder VM\n" * 64
+
+# What QEMU 7.2 prints when the accelerator exists but cannot run a VM ({0} is the program name).
+ACCEL_FAILURES = {
+    "kvm": "{0}: error: failed to set MSR 0x10a to 0x69\n"
+    "{0}: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' "
+    "failed.\n",
+    "kvm-module": "Could not access KVM kernel module: No such file or directory\n"
+    "{0}: -accel kvm: failed to initialize kvm: No such file or directory\n",
+    "hvf": "{0}: -accel hvf: Error: HV_ERROR\n",
+}
 
 
 class Log:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str | None) -> None:
         self.path = path
         self.lock = threading.Lock()
 
     def __call__(self, msg: str) -> None:
+        if self.path is None:
+            return
         with self.lock, open(self.path, "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%H:%M:%S')} qemu[{os.getpid()}] {msg}\n")
 
 
+def split_options(value: str) -> list[str]:
+    """``a=1,b=x,,y`` -> ``["a=1", "b=x,y"]``: QEMU's option syntax, where ``,,`` is a literal comma."""
+    parts, cur, i = [], "", 0
+    while i < len(value):
+        if value[i] == ",":
+            if value[i + 1 : i + 2] == ",":
+                cur += ","
+                i += 2
+                continue
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += value[i]
+        i += 1
+    parts.append(cur)
+    return parts
+
+
 def option_map(value: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for part in value.split(","):
+    for part in split_options(value):
         key, _, val = part.partition("=")
         out[key] = val
     return out
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {"chardevs": {}, "virtfs": [], "ready_id": None}
+    found: dict[str, Any] = {"chardevs": {}, "virtfs": [], "ready_id": None, "drives": {}, "accels": []}
     i = 0
     while i < len(argv):
         opt = argv[i]
@@ -58,27 +110,64 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
             if m.get("name") == "opt/com.coreos/config":
                 found["ignition"] = m["file"]
         elif opt == "-qmp":
-            found["qmp"] = val.split(",", 1)[0].removeprefix("unix:")
+            found["qmp"] = split_options(val)[0].removeprefix("unix:")
         elif opt == "-chardev":
-            kind, _, rest = val.partition(",")
-            m = option_map(rest)
-            if kind == "socket" and "id" in m:
-                found["chardevs"][m["id"]] = m.get("path", "")
+            kind, *rest = split_options(val)
+            m = {"kind": kind}
+            for part in rest:
+                key, _, value = part.partition("=")
+                m[key] = value
+            if "id" in m:
+                found["chardevs"][m["id"]] = m
         elif opt == "-device" and val.startswith("virtserialport,"):
             m = option_map(val.split(",", 1)[1])
             if m.get("name") == "org.fedoraproject.port.0":
                 found["ready_id"] = m.get("chardev")
+        elif opt == "-serial" and val.startswith("chardev:"):
+            found["console"] = val.removeprefix("chardev:")
         elif opt == "-pidfile":
             found["pidfile"] = val
         elif opt == "-virtfs":
             found["virtfs"].append(option_map(val.split(",", 1)[1]))
+        elif opt == "-drive":
+            m = option_map(val)
+            if "id" in m:
+                found["drives"][m["id"]] = m
+        elif opt == "-netdev" and "hostfwd=" in val:
+            fwd = option_map(val)["hostfwd"]  # tcp:127.0.0.1:PORT-:22
+            found["ssh_port"] = int(fwd.split("-", 1)[0].rsplit(":", 1)[1])
+        elif opt == "-accel":
+            found["accels"].append(split_options(val)[0])
+        elif opt == "-enable-kvm":
+            found["accels"].append("kvm")
+        elif opt == "-machine" and "accel" in option_map(val):
+            found["accels"] += option_map(val)["accel"].split(":")
+        elif opt == "-cpu":
+            found["cpu"] = split_options(val)[0]
+        elif opt == "-name":
+            found["name"] = val
         i += 2 if opt.startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-") else 1
-    found["ready"] = found["chardevs"].get(found["ready_id"] or "", "")
+    chardev = found["chardevs"].get(found["ready_id"] or "", {})
+    found["ready"] = chardev.get("path", "")
     return found
 
 
+def accel_failure(args: dict[str, Any], program: str) -> str | None:
+    """The message of FAKE_QEMU_ACCEL_FAIL when this command line asks for the failing accelerator."""
+    mode = os.environ.get("FAKE_QEMU_ACCEL_FAIL", "")
+    if not mode:
+        return None
+    wanted = set(args["accels"])
+    if args.get("cpu") == "host":
+        wanted.add("hvf" if "hvf" in wanted else "kvm")
+    failing = "hvf" if mode == "hvf" else "kvm"
+    if failing not in wanted:
+        return None
+    return ACCEL_FAILURES["kvm" if mode == "kvm-abort" else mode].format(program)
+
+
 def listen(path: str) -> socket.socket:
-    if os.path.exists(path):
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
@@ -111,111 +200,233 @@ def provision(cfg: dict[str, Any], ignition: str, log: Log) -> bool:
     return proc.returncode == 0
 
 
-def serve_qmp(conn: socket.socket, stop: threading.Event, log: Log) -> None:
+def qmp_session(recv: Any, send_bytes: Any, stop: threading.Event, log: Log, *, running: bool = True) -> None:
+    """One QMP client: a JSON stream in (no newlines needed, as podman sends it), replies out."""
     decoder = json.JSONDecoder()
     buf = ""
 
     def send(obj: dict[str, Any]) -> None:
-        conn.sendall(json.dumps(obj).encode() + b"\r\n")
+        send_bytes(json.dumps(obj).encode() + b"\r\n")
 
     send(GREETING)
-    with conn:
+    while True:
+        data = recv()
+        if not data:
+            return
+        buf += data.decode("utf-8", "replace")
         while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            buf += data.decode("utf-8", "replace")
-            while True:
-                buf = buf.lstrip()
-                if not buf:
-                    break
-                try:
-                    msg, end = decoder.raw_decode(buf)
-                except ValueError:
-                    break  # incomplete object: wait for more bytes
-                buf = buf[end:]
-                cmd = msg.get("execute") if isinstance(msg, dict) else None
-                log(f"qmp: {cmd}")
-                if cmd == "query-status":
-                    send({"return": {"status": "running", "singlestep": False, "running": True}})
-                elif cmd in ("qmp_capabilities", "system_powerdown", "quit", "stop", "cont"):
-                    send({"return": {}})
-                    if cmd in ("system_powerdown", "quit"):
-                        send(
-                            {
-                                "event": "POWERDOWN",
-                                "timestamp": {"seconds": int(time.time()), "microseconds": 0},
-                            }
-                        )
-                        stop.set()
-                else:
+            buf = buf.lstrip()
+            if not buf:
+                break
+            try:
+                msg, end = decoder.raw_decode(buf)
+            except ValueError:
+                break  # incomplete object: wait for more bytes
+            buf = buf[end:]
+            cmd = msg.get("execute") if isinstance(msg, dict) else None
+            log(f"qmp: {cmd}")
+            if cmd == "query-status":
+                status = "running" if running else "prelaunch"
+                reply: dict[str, Any] = {
+                    "return": {"status": status, "singlestep": False, "running": running}
+                }
+            elif cmd in ("qmp_capabilities", "system_powerdown", "quit", "stop", "cont"):
+                reply = {"return": {}}
+            else:
+                reply = {
+                    "error": {"class": "CommandNotFound", "desc": f"The command {cmd} has not been found"}
+                }
+            if isinstance(msg, dict) and "id" in msg:
+                reply["id"] = msg["id"]  # QEMU echoes the request's id
+            if cmd == "system_powerdown":
+                # An asynchronous event may arrive before any reply; clients must skip it.
+                send({"event": "RTC_CHANGE", "data": {"offset": 0}, "timestamp": {"seconds": 0}})
+            send(reply)
+            if cmd == "quit" or (
+                cmd == "system_powerdown" and not os.environ.get("FAKE_QEMU_IGNORE_POWERDOWN")
+            ):
+                if cmd == "system_powerdown":
                     send(
-                        {
-                            "error": {
-                                "class": "CommandNotFound",
-                                "desc": f"The command {cmd} has not been found",
-                            }
-                        }
+                        {"event": "POWERDOWN", "timestamp": {"seconds": int(time.time()), "microseconds": 0}}
                     )
+                stop.set()
+
+
+class Vm:
+    """The VM as the host sees it; ``harness`` set: the podman contract's agent-provisioning boot."""
+
+    def __init__(self, args: dict[str, Any], harness: dict[str, Any] | None) -> None:
+        self.args = args
+        self.harness = harness
+        self.log = Log(harness["log"] if harness else None)
+        self.sockets: list[str] = []
+        self.stop = threading.Event()
+        self.booted = threading.Event()
+        self.ok: list[bool] = []
+        self.sshd: subprocess.Popen[bytes] | None = None
+
+    def serve(self, path: str, handler: Any) -> None:
+        server = listen(path)
+        self.sockets.append(path)
+
+        def loop() -> None:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def boot(self) -> None:
+        if self.harness is not None:
+            self.ok.append(provision(self.harness, self.args["ignition"], self.log))
+        else:
+            after = os.environ.get("FAKE_QEMU_READY_AFTER", "0.5")
+            if after == "never":
+                return
+            time.sleep(float(after))
+            self.ok.append(True)
+        self.booted.set()
+
+    def qmp(self, conn: socket.socket) -> None:
+        with conn:
+            qmp_session(lambda: conn.recv(65536), conn.sendall, self.stop, self.log)
+
+    def ready(self, conn: socket.socket) -> None:
+        with conn:
+            while not self.booted.wait(0.1):
+                if self.stop.is_set():
+                    return
+            if not (self.ok and self.ok[0]):
+                self.log("agent failed: no Ready, powering off")
+                self.stop.set()
+                return
+            self.console_log("Ready: sshd and podman are up\n")
+            conn.sendall(b"Ready\n")
+            self.log("sent Ready")
+            self.stop.wait()
+
+    def console_log(self, text: str) -> None:
+        chardev = self.args["chardevs"].get(self.args.get("console") or "", {})
+        if chardev.get("logfile"):
+            with open(chardev["logfile"], "a", encoding="utf-8") as fh:
+                fh.write(text)
+
+    def console(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"\r\nFreeBSD/amd64 (fake) (ttyu0)\r\n\r\nlogin: ")
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                self.console_log(data.decode(errors="replace"))
+                conn.sendall(b"echo:" + data)
+
+    def run(self) -> int:
+        args = self.args
+        if args.get("pidfile"):
+            Path(args["pidfile"]).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        self.console_log(BOOT_TEXT)
+        sshd_config = os.environ.get("FAKE_QEMU_SSHD_CONFIG")
+        if os.environ.get("FAKE_QEMU_SSH_PORT"):  # podman's gvproxy forward, which the argv does not show
+            args["ssh_port"] = int(os.environ["FAKE_QEMU_SSH_PORT"])
+        if sshd_config and args.get("ssh_port"):
+            self.sshd = subprocess.Popen(
+                ["/usr/sbin/sshd", "-D", "-e", "-f", sshd_config, "-p", str(args["ssh_port"])],
+                stdin=subprocess.DEVNULL,
+            )
+        console = args["chardevs"].get(args.get("console") or "", {})
+        if console.get("kind") == "socket":
+            self.serve(console["path"], self.console)
+        if args["ready"]:
+            self.serve(args["ready"], self.ready)
+        if args.get("qmp"):
+            self.serve(args["qmp"], self.qmp)
+        threading.Thread(target=self.boot, daemon=True).start()
+        self.stop.wait()
+        # A guest takes a moment to shut down after the ACPI power button; podman reads our pid file
+        # meanwhile and then waits for the pid to go away (the pid file is left, as after a crash).
+        self.log("powering off")
+        time.sleep(1.0 if self.harness else 0.1)
+        self.cleanup()
+        if self.harness is not None:
+            return 0 if self.ok and self.ok[0] else 1
+        return 0
+
+    def cleanup(self) -> None:
+        if self.sshd is not None:
+            self.sshd.terminate()
+            self.sshd.wait(5)
+        for path in self.sockets:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if self.harness is None and self.args.get("pidfile"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.args["pidfile"])
+
+
+def build(args: dict[str, Any]) -> int:
+    """A builder VM: the image on the output disk, the result line on the serial console, power off."""
+    source = os.environ.get("FAKE_QEMU_BUILD_IMAGE")
+    image = Path(source).read_bytes() if source else BUILD_IMAGE
+    with open(args["drives"]["output"]["file"], "r+b") as fh:
+        fh.write(image)
+    serial = args["chardevs"][args["console"]]["path"]
+    with open(serial, "a", encoding="utf-8") as fh:
+        fh.write(BOOT_TEXT + "fpvm: building inside the builder VM (stand-in)\n")
+        fh.write(f"FPVM-BUILD-OK size={len(image)} sha256={hashlib.sha256(image).hexdigest()}\n")
+    return 0
 
 
 def main() -> int:
-    cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    log = Log(cfg["log"])
-    args = parse_args(sys.argv[2:])
-    log("argv: " + json.dumps(sys.argv[2:]))
-    os.makedirs(cfg["pids"], exist_ok=True)
-    with open(os.path.join(cfg["pids"], f"qemu-{os.getpid()}"), "w", encoding="utf-8") as fh:
-        fh.write(f"{os.getpid()}\n")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if args.get("pidfile"):
-        with open(args["pidfile"], "w", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()}\n")
-    with open(cfg["qemu_args"], "w", encoding="utf-8") as fh:
-        json.dump(args, fh)
-    qmp = listen(args["qmp"])
-    ready = listen(args["ready"])
-    booted = threading.Event()
-    ok: list[bool] = []
+    argv = sys.argv[1:]
+    harness: dict[str, Any] | None = None
+    if argv and not argv[0].startswith("-"):
+        harness = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+        argv = argv[1:]
+    record = os.environ.get("FAKE_QEMU_RECORD")
+    if record:
+        with open(record, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(argv) + "\n")
+    args = parse_args(argv)
+    program = "qemu-system-aarch64" if any(a.startswith("virt") for a in argv) else "qemu-system-x86_64"
+    failure = accel_failure(args, program)
+    if failure is not None:
+        sys.stderr.write(failure)
+        sys.stderr.flush()
+        if os.environ.get("FAKE_QEMU_ACCEL_FAIL") == "kvm-abort":
+            os.abort()
+        return 1
+    if args.get("qmp") == "stdio":  # fpvm's accelerator probe: paused, QMP on stdin/stdout
+        stop = threading.Event()
+        qmp_session(lambda: os.read(0, 65536), _stdout_write, stop, Log(None), running=False)
+        return 0
+    console = args["chardevs"].get(args.get("console") or "", {})
+    if console.get("kind") == "file" and "output" in args["drives"]:
+        return build(args)
+    vm = Vm(args, harness)
+    if harness is not None:
+        log = vm.log
+        log("argv: " + json.dumps(argv))
+        os.makedirs(harness["pids"], exist_ok=True)
+        Path(harness["pids"], f"qemu-{os.getpid()}").write_text(f"{os.getpid()}\n", encoding="utf-8")
+        with open(harness["qemu_args"], "w", encoding="utf-8") as fh:
+            json.dump(args, fh)
+        signal.signal(signal.SIGTERM, lambda *_: vm.stop.set())
+    else:
 
-    def boot() -> None:
-        ok.append(provision(cfg, args["ignition"], log))
-        booted.set()
+        def on_term(signum: int, frame: object) -> None:
+            vm.cleanup()
+            os._exit(0)
 
-    def ready_port() -> None:
-        conn, _ = ready.accept()
-        booted.wait()
-        if ok and ok[0]:
-            conn.sendall(b"Ready\n")
-            log("sent Ready")
-        else:
-            log("agent failed: no Ready, powering off")
-            conn.close()
-            stop.set()
-            return
-        stop.wait()
-        conn.close()
+        signal.signal(signal.SIGTERM, on_term)
+    return vm.run()
 
-    def qmp_accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = qmp.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve_qmp, args=(conn, stop, log), daemon=True).start()
 
-    for target in (boot, ready_port, qmp_accept):
-        threading.Thread(target=target, daemon=True).start()
-    stop.wait()
-    # A guest takes a moment to shut down after the ACPI power button; podman reads our pid file
-    # meanwhile and then waits for the pid to go away (the pid file is left, as after a crash).
-    log("powering off")
-    time.sleep(1.0)
-    for path in (args["qmp"], args["ready"]):
-        if path and os.path.exists(path):
-            os.unlink(path)
-    return 0 if ok and ok[0] else 1
+def _stdout_write(data: bytes) -> None:
+    os.write(1, data)
 
 
 if __name__ == "__main__":
