@@ -96,7 +96,7 @@ def test_verification_hash_checked(tmp_path: Path) -> None:
     cfg = parse(json.dumps(minimal(storage={"files": [_file("/f", b"x", contents=None)]})).encode())
     cfg.storage.files[0].contents.verification.hash = bad["hash"]
     cfg.storage.files[0].contents.source = "data:,x"
-    with pytest.raises(PlanError, match="sha512"):
+    with pytest.raises(PlanError, match="hash verification failed"):
         build_plan(cfg)
 
 

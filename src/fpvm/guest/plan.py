@@ -11,7 +11,6 @@ belong to other modules (``fpvm.guest.systemd``, ``fpvm.guest.mounts``) and are 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fpvm.guest import passwd, storage
@@ -20,7 +19,7 @@ from fpvm.guest.rootfs import RootFS, UnsafePathError, split_guest_path
 from fpvm.guest.sshkeys import AuthorizedKeys
 from fpvm.guest.sudoers import SudoersFile
 
-MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (a gzip bomb stops here)
+MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
 
 
 class PlanError(ValueError):
@@ -39,13 +38,16 @@ class PlanOptions:
         root: RootFS | None = None,
         max_file_size: int = MAX_FILE_SIZE,
         fetch_remote: bool = True,
-        fetch: Callable[[Any], bytes] | None = None,
+        budget: Any = None,
         environment: dict[str, str] | None = None,
     ) -> None:
         self.root = root  # lets unit/mount planning read the root (fpvm's mount table)
         self.max_file_size = max_file_size  # per file, after decompression
         self.fetch_remote = fetch_remote  # False for `show`: remote contents are described, not fetched
-        self.fetch = fetch  # override for remote sources (tests)
+        # fpvm.ignition.resources.Budget: the boot's one deadline and reference count for fetching
+        # (provision passes the one resolve used); None: a new one when the first remote source needs it
+        self.budget = budget
+        self.fetch_options: Any = None  # built on the first http(s) source (imports http, ssl)
         self.environment = environment  # podman 4.x's fw_cfg proxy entry, decoded
         self.config: Any = None  # set by build_plan: the config's fetch settings apply to its resources
 
@@ -65,95 +67,40 @@ class ResourceError(ValueError):
     pass
 
 
-def _engine_fetch(opts: PlanOptions) -> Callable[[Any], bytes]:
-    """The Ignition engine's fetcher (http/https, retries, verification); imported only when needed.
+def _fetch_options(opts: PlanOptions) -> Any:
+    """http(s) settings: the config's own ``ignition.timeouts``, ``proxy`` and CAs, as upstream's.
 
-    The config's own ``ignition.timeouts``, ``proxy`` and CAs apply, as for upstream's fetches.
+    Built once per plan and only for a remote source (it imports http/ssl), with the plan's budget.
     """
-    from fpvm.ignition.sources import FetchOptions, fetch, options_from_config
+    if opts.fetch_options is None:
+        from fpvm.ignition.sources import FetchOptions, options_from_config
 
-    base = FetchOptions(max_bytes=opts.max_file_size)
-    options = options_from_config(opts.config, base) if opts.config is not None else base
-    opts.fetch = lambda resource: fetch(resource, options)
-    return opts.fetch
-
-
-def decode_data_url(source: str, limit: int) -> bytes:
-    """RFC 2397: ``data:[<mediatype>][;base64],<data>`` (podman: ``data:,`` + percent-encoding)."""
-    import base64
-    import urllib.parse
-
-    meta, sep, payload = source[5:].partition(",")
-    if not sep:
-        raise ResourceError("data URL without ','")
-    if len(payload) > 4 * limit + 16:
-        raise ResourceError(f"data URL larger than the {limit}-byte limit")
-    raw = urllib.parse.unquote_to_bytes(payload)
-    if meta.split(";")[-1].lower() == "base64":
-        try:
-            raw = base64.b64decode(raw, validate=True)
-        except ValueError as exc:
-            raise ResourceError(f"bad base64 in data URL: {exc}") from exc
-    return raw
-
-
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip without ever holding more than ``limit`` bytes of output."""
-    import zlib
-
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise ResourceError(f"bad gzip data: {exc}") from exc
-    if len(out) > limit or d.unconsumed_tail:
-        raise ResourceError(f"decompressed contents exceed the {limit}-byte limit")
-    return out
-
-
-def verify(data: bytes, expected: str | None) -> None:
-    """Ignition's ``verification.hash`` (``sha512-<hex>`` or ``sha256-<hex>``) of the decoded bytes."""
-    if not expected:
-        return
-    import hashlib
-
-    algo, _, want = expected.partition("-")
-    if algo not in ("sha512", "sha256"):
-        raise ResourceError(f"unsupported verification hash {algo!r}")
-    got = hashlib.new(algo, data).hexdigest()
-    if got != want.lower():
-        raise ResourceError(f"{algo} of the contents is {got}, not {want}")
+        base = FetchOptions(max_bytes=opts.max_file_size)
+        if opts.budget is not None:
+            base = FetchOptions(max_bytes=opts.max_file_size, budget=opts.budget)
+        opts.budget = base.budget
+        opts.fetch_options = options_from_config(opts.config, base) if opts.config is not None else base
+    return opts.fetch_options
 
 
 def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
-    """The bytes of an Ignition Resource; None when it has no source (or is remote and not fetched)."""
+    """The bytes of an Ignition Resource; None when it has no source (or is remote and not fetched).
+
+    Everything (data: URL, http(s), gzip, the size limit, ``verification.hash``) is the one resource
+    layer's, ``fpvm.ignition.resources``; its errors become ``ResourceError`` here.
+    """
     source = getattr(resource, "source", None)
     if source is None:
         return None
-    limit = opts.max_file_size
-    compression = getattr(resource, "compression", None) or ""
-    if source.startswith("data:"):
-        data = decode_data_url(source, limit)
-    elif not opts.fetch_remote:
+    remote = source != "" and source.partition(":")[0].lower() != "data"
+    if remote and not opts.fetch_remote:
         return None
-    else:
-        fetch = opts.fetch
-        if fetch is None:
-            fetch = _engine_fetch(opts)
-        try:
-            data = fetch(resource)
-        except Exception as exc:  # the fetcher's own errors: report, don't crash
-            raise ResourceError(f"cannot fetch {source}: {exc}") from exc
-        compression = ""  # the engine's fetch already decompresses and verifies
-    if compression == "gzip":
-        data = gunzip(data, limit)
-    elif compression:
-        raise ResourceError(f"unsupported compression {compression!r}")
-    if source.startswith("data:"):
-        verify(data, getattr(getattr(resource, "verification", None), "hash", None))
-    if len(data) > limit:
-        raise ResourceError(f"contents of {len(data)} bytes exceed the {limit}-byte limit")
-    return data
+    from fpvm.ignition.resources import SourceError, fetch
+
+    try:
+        return fetch(resource, _fetch_options(opts) if remote else None, limit=opts.max_file_size)
+    except SourceError as exc:
+        raise ResourceError(exc.message) from None
 
 
 # -- users ------------------------------------------------------------------------------------------
@@ -289,10 +236,14 @@ def _plan_storage(b: _Builder, config: Any) -> None:
         if not _check_path(b, f.path, f"{where}.path"):
             continue
         try:
+            at = f"{where}.contents"
             data = resource_bytes(f.contents, b.opts)
-            appends = [resource_bytes(a, b.opts) or b"" for a in f.append]
+            appends = []
+            for j, a in enumerate(f.append):
+                at = f"{where}.append[{j}]"
+                appends.append(resource_bytes(a, b.opts) or b"")
         except ResourceError as exc:
-            b.fail(f"{where}.contents", str(exc))
+            b.fail(at, str(exc))
             continue
         if f.path == storage.HOSTNAME:
             _plan_hostname(b, data, where)
