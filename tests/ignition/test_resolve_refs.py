@@ -14,11 +14,11 @@ from _localhttp import LocalServer, Reply, serve
 
 from fpvm.ignition import parse
 from fpvm.ignition.dataurl import encode
-from fpvm.ignition.resources import Budget
 from fpvm.ignition.errors import IgnitionError, Report
 from fpvm.ignition.http import FetchOptions
 from fpvm.ignition.model import Config
 from fpvm.ignition.resolve import resolve
+from fpvm.ignition.resources import Budget
 from fpvm.ignition.srcerrors import SourceError
 
 FAST = FetchOptions(initial_backoff=0.01, max_backoff=0.05, total_timeout=5.0)

@@ -68,9 +68,7 @@ def parse(url: str) -> DataURL:
 
 
 # Bytes Go's url.PathEscape leaves alone (shouldEscape(c, encodePathSegment) is false).
-_PATH_SEGMENT_KEEP = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@"
-)
+_PATH_SEGMENT_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@")
 
 
 def encode(data: bytes | str) -> str:
