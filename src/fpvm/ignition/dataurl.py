@@ -19,9 +19,9 @@ This module adds the ``net/url`` round trip and the bytes, as a ``SourceError``-
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from fpvm.ignition import gourl
+from fpvm.ignition.records import dataclass, field
 from fpvm.ignition.srcerrors import SourceError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
