@@ -3,7 +3,8 @@
 Regressions: the mount table inflated gzip without a cap (a bomb ended in MemoryError) and let
 ``gzip.BadGzipFile`` escape as a traceback; file contents accepted truncated streams and trailing
 garbage and kept only the first gzip member; three data-URL decoders disagreed with upstream (and
-each other). Every bad resource is now one error naming its JSON path, and nothing is written.
+each other). Every bad resource is now one error naming its JSON path: a bad file is not written and
+the rest of the config still applies; a bad mount table (fpvm's own) makes the config invalid.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import pytest
 from guestcore_staging import REPO, make_root, minimal, run_fpvm, snapshot, write_config
 
 from fpvm.guest.mounts import MOUNTS_TABLE, MountError, plan_mounts
-from fpvm.guest.plan import PlanError, PlanOptions, ResourceError, build_plan, resource_bytes
-from fpvm.guest.provision import EXIT_INVALID, provision
+from fpvm.guest.plan import PlanOptions, ResourceError, UnreadableFile, build_plan, resource_bytes
+from fpvm.guest.provision import EXIT_PARTIAL, provision
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.storage import FileAction
 from fpvm.ignition import dataurl, parse
@@ -119,6 +120,10 @@ def _plan(files: list[dict[str, Any]]) -> list[Any]:
     return build_plan(parse(json.dumps(minimal(storage={"files": files})).encode()), PlanOptions())
 
 
+def _unreadable(actions: list[Any]) -> list[str]:
+    return [a.error for a in actions if isinstance(a, UnreadableFile)]
+
+
 @pytest.mark.parametrize(
     ("packed", "message"),
     [
@@ -130,24 +135,42 @@ def _plan(files: list[dict[str, Any]]) -> list[Any]:
     ids=["truncated", "truncated-trailer", "bad-crc", "trailing-garbage"],
 )
 def test_damaged_gzip_contents_are_refused_with_their_path(packed: bytes, message: str) -> None:
-    with pytest.raises(PlanError, match=message) as info:
-        _plan(
-            [{"path": "/etc/ok", "contents": {"source": "data:,ok"}}, gzip_file("/usr/local/bin/x", packed)]
-        )
-    assert [p for p, _ in info.value.problems] == ["$.storage.files[1].contents"]
+    actions = _plan(
+        [{"path": "/etc/ok", "contents": {"source": "data:,ok"}}, gzip_file("/usr/local/bin/x", packed)]
+    )
+    [error] = _unreadable(actions)
+    assert error.startswith("$.storage.files[1].contents: invalid gzip data") and message in error
+    assert [a.path for a in actions if isinstance(a, FileAction)] == ["/etc/ok"]
 
 
-def test_truncated_gzip_writes_nothing_through_provision(tmp_path: Path) -> None:
+def test_truncated_gzip_is_not_written_and_the_rest_applies(tmp_path: Path) -> None:
     root = make_root(tmp_path)
-    before = snapshot(root, exclude=())
-    cfg = minimal(passwd={"users": [USER]}, storage={"files": [gzip_file("/etc/motd", PACKED[:-12])]})
+    ok = {"path": "/etc/ok", "contents": {"source": "data:,ok"}}
+    cfg = minimal(passwd={"users": [USER]}, storage={"files": [gzip_file("/etc/motd", PACKED[:-12]), ok]})
     res = run_fpvm(
         "guest", "provision", "--root", str(root), "--config", str(write_config(tmp_path / "c.ign", cfg)),
         "--record", str(tmp_path / "rec"), "--no-ready",
     )  # fmt: skip
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "$.storage.files[0].contents: invalid gzip data: unexpected EOF" in res.stderr
-    assert not (root / "etc/motd").exists() and snapshot(root, exclude=()) == before
+    assert res.returncode == 2, res.stdout + res.stderr
+    error = "$.storage.files[0].contents: invalid gzip data: unexpected EOF"
+    assert f"FAILED: file /etc/motd: cannot be read: {error}" in res.stdout
+    assert "Traceback" not in res.stderr
+    assert not (root / "etc/motd").exists() and (root / "etc/ok").read_bytes() == b"ok"
+    state = json.loads((root / "var/db/fpvm/state.json").read_text())
+    assert "provisioned" not in state  # incomplete: the next boot provisions again
+
+
+@pytest.mark.parametrize("command", [("guest", "plan"), ("ignition", "show")], ids=["plan", "show"])
+def test_non_gzip_file_contents_are_named_by_plan_and_show(tmp_path: Path, command: tuple[str, ...]) -> None:
+    motd = {"path": "/etc/motd", "contents": {"source": "data:,hello", "compression": "gzip"}}
+    conf = str(write_config(tmp_path / "c.ign", minimal(storage={"files": [motd]})))
+    res = run_fpvm(*command, *(["--config", conf] if command[0] == "guest" else [conf]))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    if command[0] == "guest":
+        assert "file /etc/motd: cannot be read: $.storage.files[0].contents: invalid gzip data" in res.stdout
+    else:
+        assert "bad contents (invalid gzip data" in res.stdout
 
 
 def test_every_gzip_member_of_contents_and_appends_is_kept() -> None:
@@ -162,9 +185,8 @@ def test_every_gzip_member_of_contents_and_appends_is_kept() -> None:
 def test_bad_append_names_its_own_path() -> None:
     file = {"path": "/etc/motd", "contents": {"source": "data:,x"}, "append": [{"source": "data:,y"}]}
     file["append"].append({"source": b64(b"not gzip"), "compression": "gzip"})  # type: ignore[attr-defined]
-    with pytest.raises(PlanError) as info:
-        _plan([file])
-    assert [p for p, _ in info.value.problems] == ["$.storage.files[0].append[1]"]
+    [error] = _unreadable(_plan([file]))
+    assert error.startswith("$.storage.files[0].append[1]: invalid gzip data")
 
 
 # --- one data-URL decoder: upstream's (vincent-petithory/dataurl) --------------------------------------
@@ -243,11 +265,9 @@ def test_provision_spends_one_budget_on_references_and_contents(tmp_path: Path) 
     finally:
         server.shutdown()
         server.server_close()
-    assert out.status == EXIT_INVALID
-    assert {p.split(":")[0] for p in out.problems} == {
-        "$.storage.files[0].contents",
-        "$.storage.files[1].contents",
-    }
+    assert out.status == EXIT_PARTIAL
+    failed = sorted(what.split(": cannot be read: ")[1].split(":")[0] for what, _ in out.failed)
+    assert failed == ["$.storage.files[0].contents", "$.storage.files[1].contents"]
     # the reference (resolve) and both dead files (plan) were fetched on the one budget
     assert budget.fetches == 3
-    assert any("for fetching all resources is spent" in p for p in out.problems)
+    assert any("for fetching all resources is spent" in what for what, _ in out.failed)

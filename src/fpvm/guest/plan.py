@@ -1,8 +1,11 @@
 """Config -> plan: the ordered list of actions that provisions a FreeBSD root.
 
 Everything that can be wrong with the config is found here, before anything is applied (user names
-pw would reject, paths with ``..``, undecodable or oversized contents): ``build_plan`` raises
-``PlanError`` listing every problem with its JSON path, and the caller applies nothing.
+pw would reject, paths with ``..``): ``build_plan`` raises ``PlanError`` listing every problem with
+its JSON path, and the caller applies nothing. File contents are read here too, through the one
+resource layer (``fpvm.ignition.resources``); a file whose contents cannot be fetched, decoded,
+decompressed or verified becomes an ``UnreadableFile`` action: that file is never written, its error
+names the JSON path, and the rest of the config still applies.
 
 Order follows Ignition's stages: groups, users (then their keys and sudo), files/directories/links
 sorted by depth (hard links last), then the FreeBSD side of the systemd units and mounts, which
@@ -65,6 +68,31 @@ class _Builder:
 # -- resources --------------------------------------------------------------------------------------
 class ResourceError(ValueError):
     pass
+
+
+class UnreadableFile(Action):
+    """A file whose contents or an append could not be fetched, decoded or verified: never written.
+
+    It stands in the file's place so that the rest of the config still applies: provision reports it
+    as failed (exit status 2, the error names the JSON path), and because the run is incomplete the
+    next boot provisions again (a dead server may be back by then).
+    """
+
+    kind = "file"
+
+    def __init__(self, path: str, error: str, source: str) -> None:
+        super().__init__(source)
+        self.path = path
+        self.error = error
+
+    def describe(self) -> str:
+        return f"file {self.path}: cannot be read: {self.error}"
+
+    def fields(self) -> dict[str, Any]:
+        return {"path": self.path, "error": self.error}
+
+    def apply(self, ctx: Any) -> bool:
+        raise ValueError("not written")
 
 
 def _fetch_options(opts: PlanOptions) -> Any:
@@ -243,7 +271,7 @@ def _plan_storage(b: _Builder, config: Any) -> None:
                 at = f"{where}.append[{j}]"
                 appends.append(resource_bytes(a, b.opts) or b"")
         except ResourceError as exc:
-            b.fail(at, str(exc))
+            b.actions.append(UnreadableFile(f.path, f"{at}: {exc}", where))
             continue
         if f.path == storage.HOSTNAME:
             _plan_hostname(b, data, where)
