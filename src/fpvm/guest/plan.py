@@ -47,8 +47,8 @@ class PlanOptions:
         self.root = root  # lets unit/mount planning read the root (fpvm's mount table)
         self.max_file_size = max_file_size  # per file, after decompression
         self.fetch_remote = fetch_remote  # False for `show`: remote contents are described, not fetched
-        # fpvm.ignition.resources.Budget: the boot's one deadline and reference count for fetching
-        # (provision passes the one resolve used); None: a new one when the first remote source needs it
+        # fpvm.ignition.resources.Budget: the boot's one fetching deadline (provision passes the one
+        # resolve used); None: a new one when the first remote source needs it
         self.budget = budget
         self.fetch_options: Any = None  # built on the first http(s) source (imports http, ssl)
         self.environment = environment  # podman 4.x's fw_cfg proxy entry, decoded
@@ -101,11 +101,13 @@ def _fetch_options(opts: PlanOptions) -> Any:
     Built once per plan and only for a remote source (it imports http/ssl), with the plan's budget.
     """
     if opts.fetch_options is None:
+        from dataclasses import replace
+
         from fpvm.ignition.sources import FetchOptions, options_from_config
 
         base = FetchOptions(max_bytes=opts.max_file_size)
         if opts.budget is not None:
-            base = FetchOptions(max_bytes=opts.max_file_size, budget=opts.budget)
+            base = replace(base, budget=opts.budget)
         opts.budget = base.budget
         opts.fetch_options = options_from_config(opts.config, base) if opts.config is not None else base
     return opts.fetch_options
