@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from guestcore_staging import make_root, minimal, provision, snapshot, write_config
 
-from fpvm.guest.plan import PlanError, PlanOptions, build_plan
+from fpvm.guest.plan import PlanOptions, UnreadableFile, build_plan
 from fpvm.ignition import parse
 
 
@@ -70,25 +70,31 @@ def test_dotdot_paths_are_invalid(tmp_path: Path, path: str) -> None:
     assert not (tmp_path / "outside").exists()
 
 
-def test_gzip_bomb_is_refused_before_anything_is_applied(tmp_path: Path) -> None:
+def test_gzip_bomb_is_not_written_and_the_rest_applies(tmp_path: Path) -> None:
     bomb = gzip.compress(b"\0" * (65 * 1024 * 1024), compresslevel=9)
     source = "data:;base64," + base64.b64encode(bomb).decode()
     cfg = minimal(
         passwd={"users": [USER]},
         storage={"files": [{"path": "/big", "contents": {"source": source, "compression": "gzip"}}]},
     )
-    root, res, before, rec = _provision(tmp_path, cfg)
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "$.storage.files[0].contents" in res.stderr and "limit" in res.stderr
-    assert snapshot(root, exclude=()) == before
-    assert not rec.exists()
+    root, res, _, rec = _provision(tmp_path, cfg)
+    assert res.returncode == 2, res.stdout + res.stderr  # applied what it could, reported the rest
+    assert "FAILED: file /big: cannot be read: $.storage.files[0].contents: decompressed" in res.stdout
+    assert "limit of 67108864 bytes" in res.stdout
+    assert not (root / "big").exists()
+    assert "core" in rec.read_text()  # the user was still created
 
 
 def test_large_plain_data_url_over_the_limit(tmp_path: Path) -> None:
     cfg = parse(json.dumps(minimal(storage={"files": [_file("/big", b"y" * 5000)]})).encode())
-    with pytest.raises(PlanError, match="limit"):
-        build_plan(cfg, PlanOptions(max_file_size=4096))
-    assert build_plan(cfg, PlanOptions(max_file_size=5000))
+    [unreadable] = [
+        a for a in build_plan(cfg, PlanOptions(max_file_size=4096)) if isinstance(a, UnreadableFile)
+    ]
+    assert (
+        unreadable.error
+        == "$.storage.files[0].contents: resource of 5000 bytes is larger than the limit of 4096 bytes"
+    )
+    assert not any(isinstance(a, UnreadableFile) for a in build_plan(cfg, PlanOptions(max_file_size=5000)))
 
 
 def test_verification_hash_checked(tmp_path: Path) -> None:
@@ -96,8 +102,8 @@ def test_verification_hash_checked(tmp_path: Path) -> None:
     cfg = parse(json.dumps(minimal(storage={"files": [_file("/f", b"x", contents=None)]})).encode())
     cfg.storage.files[0].contents.verification.hash = bad["hash"]
     cfg.storage.files[0].contents.source = "data:,x"
-    with pytest.raises(PlanError, match="sha512"):
-        build_plan(cfg)
+    [unreadable] = [a for a in build_plan(cfg) if isinstance(a, UnreadableFile)]
+    assert unreadable.error.startswith("$.storage.files[0].contents: hash verification failed")
 
 
 def test_planted_symlink_in_root_is_refused(tmp_path: Path) -> None:

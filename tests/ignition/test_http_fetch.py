@@ -21,7 +21,8 @@ from fpvm.ignition import http as httpfetch
 from fpvm.ignition import model
 from fpvm.ignition.dataurl import encode
 from fpvm.ignition.http import FetchOptions, ProxySettings, proxy_for
-from fpvm.ignition.sources import fetch, fetch_url, options_from_config
+from fpvm.ignition.resources import Budget, fetch, fetch_url
+from fpvm.ignition.sources import options_from_config
 from fpvm.ignition.srcerrors import SourceError
 
 FAST = FetchOptions(initial_backoff=0.01, max_backoff=0.05, total_timeout=5.0)
@@ -102,22 +103,19 @@ def test_total_deadline_stops_endless_server_errors(server: LocalServer) -> None
 
 def test_fpvm_deadline_applies_when_http_total_is_zero(server: LocalServer) -> None:
     server.routes["/down"] = lambda r: Reply(502, b"")
-    opts = replace(FAST, total_timeout=0.0, deadline=0.3)
+    opts = replace(FAST, total_timeout=0.0, budget=Budget(0.3))
     with pytest.raises(SourceError, match="unable to fetch resource in time"):
         fetch_url(server.url("/down"), options=opts)
 
 
-def test_response_header_timeout_retries(server: LocalServer) -> None:
-    calls = {"n": 0}
-
-    def slow_first(_request: Request) -> Reply:
-        calls["n"] += 1
-        return Reply(200, b"late", delay_headers=1.0) if calls["n"] == 1 else Reply(200, b"quick")
-
-    server.routes["/slow"] = slow_first
-    opts = replace(FAST, response_header_timeout=0.2)
-    assert fetch_url(server.url("/slow"), options=opts) == b"quick"
-    assert len(server.hits("/slow")) == 2
+def test_stalled_server_fails_on_the_header_timeout(server: LocalServer) -> None:
+    """Upstream retries a header timeout until httpTotal (default: never); fpvm gives up at once."""
+    server.routes["/slow"] = lambda r: Reply(200, b"late", delay_headers=1.0)
+    budget = Budget()
+    opts = replace(FAST, total_timeout=0.0, response_header_timeout=0.2, budget=budget)
+    with pytest.raises(SourceError, match=r"awaiting response headers \(httpResponseHeaders: 0.2 s\)"):
+        fetch_url(server.url("/slow"), options=opts)
+    assert len(server.hits("/slow")) == 1 and budget.attempts == 1
 
 
 def test_total_timeout_covers_the_body(server: LocalServer) -> None:

@@ -18,6 +18,7 @@ from fpvm.ignition.errors import IgnitionError, Report
 from fpvm.ignition.http import FetchOptions
 from fpvm.ignition.model import Config
 from fpvm.ignition.resolve import resolve
+from fpvm.ignition.resources import Budget
 from fpvm.ignition.srcerrors import SourceError
 
 FAST = FetchOptions(initial_backoff=0.01, max_backoff=0.05, total_timeout=5.0)
@@ -192,7 +193,7 @@ def test_fetch_failure_names_reference_and_chain(server: LocalServer) -> None:
 def test_data_url_sources_are_not_echoed_in_messages() -> None:
     secret = encode(raw(doc(ignition=merged("http://127.0.0.1:9/"), passwd={"users": [{"name": "s3cret"}]})))
     with pytest.raises(SourceError) as info:
-        run(doc(ignition=merged(secret)), options=replace(FAST, deadline=0.3))
+        run(doc(ignition=merged(secret)), options=replace(FAST, budget=Budget(0.3)))
     assert "s3cret" not in str(info.value) and "data URL (sha512 " in str(info.value)
 
 

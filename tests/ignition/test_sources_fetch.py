@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fpvm.ignition import model
 from fpvm.ignition.dataurl import encode
 from fpvm.ignition.http import FetchOptions
-from fpvm.ignition.sources import decompress, fetch, fetch_url
+from fpvm.ignition.resources import decompress, fetch, fetch_url
 from fpvm.ignition.srcerrors import SourceError
 
 

@@ -18,6 +18,7 @@ import zstandard
 from machine_helpers import fpvm, make_disk
 
 from fpvm import arch as archmod
+from fpvm.ignition import dataurl
 from fpvm.machine import ignition, qemu_host, state
 from fpvm.machine.errors import MachineError
 
@@ -118,8 +119,9 @@ def test_generated_config_is_valid_ignition(machine_env: Path, machine_disk: Pat
 
 def test_data_url_round_trips_like_podman() -> None:
     text = '[containers]\nnetns="bridge"\n100% sure?#\n'
-    assert _decode(ignition.data_url(text)) == text
-    assert ignition.data_url("qemu\n") == "data:,qemu%0A"
+    assert _decode(dataurl.encode(text)) == text
+    assert dataurl.decode(dataurl.encode(text)) == text.encode()
+    assert dataurl.encode("qemu\n") == "data:,qemu%0A"
 
 
 @pytest.fixture

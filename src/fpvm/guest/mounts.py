@@ -23,7 +23,6 @@ Bad input is refused before any command runs, so a rejected request never leaves
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Iterable, Sequence
 
 from fpvm.contract import MOUNTS_PATH as MOUNTS_TABLE
@@ -333,33 +332,29 @@ def check_unique(reqs: Sequence[MountRequest]) -> None:
         targets[req.target] = req.origin
 
 
-def decode_data_url(source: str) -> bytes:
-    """The bytes of a ``data:`` URL (Ignition's inline file contents)."""
-    if not source.startswith("data:") or "," not in source:
-        raise MountError(f"not a data: URL: {source[:40]!r}")
-    meta, _, payload = source[5:].partition(",")
-    raw = urllib.parse.unquote_to_bytes(payload)
-    if meta.split(";")[-1] == "base64":
-        import base64  # only for configs with a base64 mount table: not on the mount shim's path
-
-        return base64.b64decode(raw, validate=False)
-    return raw
-
-
 def _file_bytes(file: Any, origin: str) -> bytes | None:
-    """Inline contents of an Ignition file entry (``data:`` URL, optionally gzip-compressed)."""
+    """Inline contents of an Ignition file entry, read by the one resource layer.
+
+    ``fpvm.ignition.resources`` decodes the ``data:`` URL, decompresses gzip (every member, at most
+    64 MiB) and checks ``verification.hash``, exactly as for any other file's contents; it is imported
+    here only when a config carries the table, never on the mount shim's path.
+    """
     contents = getattr(file, "contents", None)
     source = getattr(contents, "source", None)
     if not source:
         return None
-    if not source.startswith("data:"):
+    if source[:5].lower() != "data:":
         raise MountError(f"{origin}.contents.source: the mount table must be inline (a data: URL)")
-    data = decode_data_url(source)
-    if getattr(contents, "compression", None) == "gzip":
-        import gzip
+    from fpvm.ignition.resources import SourceError, fetch_url
 
-        data = gzip.decompress(data)
-    return data
+    try:
+        return fetch_url(
+            source,
+            compression=getattr(contents, "compression", None),
+            verification=getattr(getattr(contents, "verification", None), "hash", None),
+        )
+    except SourceError as exc:
+        raise MountError(f"{origin}.contents: {exc.message}") from None
 
 
 def _units(config: Any) -> Iterable[tuple[int, Any]]:

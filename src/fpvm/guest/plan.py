@@ -1,8 +1,11 @@
 """Config -> plan: the ordered list of actions that provisions a FreeBSD root.
 
 Everything that can be wrong with the config is found here, before anything is applied (user names
-pw would reject, paths with ``..``, undecodable or oversized contents): ``build_plan`` raises
-``PlanError`` listing every problem with its JSON path, and the caller applies nothing.
+pw would reject, paths with ``..``): ``build_plan`` raises ``PlanError`` listing every problem with
+its JSON path, and the caller applies nothing. File contents are read here too, through the one
+resource layer (``fpvm.ignition.resources``); a file whose contents cannot be fetched, decoded,
+decompressed or verified becomes an ``UnreadableFile`` action: that file is never written, its error
+names the JSON path, and the rest of the config still applies.
 
 Order follows Ignition's stages: groups, users (then their keys and sudo), files/directories/links
 sorted by depth (hard links last), then the FreeBSD side of the systemd units and mounts, which
@@ -11,7 +14,6 @@ belong to other modules (``fpvm.guest.systemd``, ``fpvm.guest.mounts``) and are 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fpvm.guest import passwd, storage
@@ -20,7 +22,7 @@ from fpvm.guest.rootfs import RootFS, UnsafePathError, split_guest_path
 from fpvm.guest.sshkeys import AuthorizedKeys
 from fpvm.guest.sudoers import SudoersFile
 
-MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (a gzip bomb stops here)
+MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
 
 
 class PlanError(ValueError):
@@ -39,13 +41,16 @@ class PlanOptions:
         root: RootFS | None = None,
         max_file_size: int = MAX_FILE_SIZE,
         fetch_remote: bool = True,
-        fetch: Callable[[Any], bytes] | None = None,
+        budget: Any = None,
         environment: dict[str, str] | None = None,
     ) -> None:
         self.root = root  # lets unit/mount planning read the root (fpvm's mount table)
         self.max_file_size = max_file_size  # per file, after decompression
         self.fetch_remote = fetch_remote  # False for `show`: remote contents are described, not fetched
-        self.fetch = fetch  # override for remote sources (tests)
+        # fpvm.ignition.resources.Budget: the boot's one fetching deadline (provision passes the one
+        # resolve used); None: a new one when the first remote source needs it
+        self.budget = budget
+        self.fetch_options: Any = None  # built on the first http(s) source (imports http, ssl)
         self.environment = environment  # podman 4.x's fw_cfg proxy entry, decoded
         self.config: Any = None  # set by build_plan: the config's fetch settings apply to its resources
 
@@ -65,95 +70,67 @@ class ResourceError(ValueError):
     pass
 
 
-def _engine_fetch(opts: PlanOptions) -> Callable[[Any], bytes]:
-    """The Ignition engine's fetcher (http/https, retries, verification); imported only when needed.
+class UnreadableFile(Action):
+    """A file whose contents or an append could not be fetched, decoded or verified: never written.
 
-    The config's own ``ignition.timeouts``, ``proxy`` and CAs apply, as for upstream's fetches.
+    It stands in the file's place so that the rest of the config still applies: provision reports it
+    as failed (exit status 2, the error names the JSON path), and because the run is incomplete the
+    next boot provisions again (a dead server may be back by then).
     """
-    from fpvm.ignition.sources import FetchOptions, fetch, options_from_config
 
-    base = FetchOptions(max_bytes=opts.max_file_size)
-    options = options_from_config(opts.config, base) if opts.config is not None else base
-    opts.fetch = lambda resource: fetch(resource, options)
-    return opts.fetch
+    kind = "file"
 
+    def __init__(self, path: str, error: str, source: str) -> None:
+        super().__init__(source)
+        self.path = path
+        self.error = error
 
-def decode_data_url(source: str, limit: int) -> bytes:
-    """RFC 2397: ``data:[<mediatype>][;base64],<data>`` (podman: ``data:,`` + percent-encoding)."""
-    import base64
-    import urllib.parse
+    def describe(self) -> str:
+        return f"file {self.path}: cannot be read: {self.error}"
 
-    meta, sep, payload = source[5:].partition(",")
-    if not sep:
-        raise ResourceError("data URL without ','")
-    if len(payload) > 4 * limit + 16:
-        raise ResourceError(f"data URL larger than the {limit}-byte limit")
-    raw = urllib.parse.unquote_to_bytes(payload)
-    if meta.split(";")[-1].lower() == "base64":
-        try:
-            raw = base64.b64decode(raw, validate=True)
-        except ValueError as exc:
-            raise ResourceError(f"bad base64 in data URL: {exc}") from exc
-    return raw
+    def fields(self) -> dict[str, Any]:
+        return {"path": self.path, "error": self.error}
+
+    def apply(self, ctx: Any) -> bool:
+        raise ValueError("not written")
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip without ever holding more than ``limit`` bytes of output."""
-    import zlib
+def _fetch_options(opts: PlanOptions) -> Any:
+    """http(s) settings: the config's own ``ignition.timeouts``, ``proxy`` and CAs, as upstream's.
 
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise ResourceError(f"bad gzip data: {exc}") from exc
-    if len(out) > limit or d.unconsumed_tail:
-        raise ResourceError(f"decompressed contents exceed the {limit}-byte limit")
-    return out
+    Built once per plan and only for a remote source (it imports http/ssl), with the plan's budget.
+    """
+    if opts.fetch_options is None:
+        from dataclasses import replace
 
+        from fpvm.ignition.sources import FetchOptions, options_from_config
 
-def verify(data: bytes, expected: str | None) -> None:
-    """Ignition's ``verification.hash`` (``sha512-<hex>`` or ``sha256-<hex>``) of the decoded bytes."""
-    if not expected:
-        return
-    import hashlib
-
-    algo, _, want = expected.partition("-")
-    if algo not in ("sha512", "sha256"):
-        raise ResourceError(f"unsupported verification hash {algo!r}")
-    got = hashlib.new(algo, data).hexdigest()
-    if got != want.lower():
-        raise ResourceError(f"{algo} of the contents is {got}, not {want}")
+        base = FetchOptions(max_bytes=opts.max_file_size)
+        if opts.budget is not None:
+            base = replace(base, budget=opts.budget)
+        opts.budget = base.budget
+        opts.fetch_options = options_from_config(opts.config, base) if opts.config is not None else base
+    return opts.fetch_options
 
 
 def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
-    """The bytes of an Ignition Resource; None when it has no source (or is remote and not fetched)."""
+    """The bytes of an Ignition Resource; None when it has no source (or is remote and not fetched).
+
+    Everything (data: URL, http(s), gzip, the size limit, ``verification.hash``) is the one resource
+    layer's, ``fpvm.ignition.resources``; its errors become ``ResourceError`` here.
+    """
     source = getattr(resource, "source", None)
     if source is None:
         return None
-    limit = opts.max_file_size
-    compression = getattr(resource, "compression", None) or ""
-    if source.startswith("data:"):
-        data = decode_data_url(source, limit)
-    elif not opts.fetch_remote:
+    remote = source != "" and source.partition(":")[0].lower() != "data"
+    if remote and not opts.fetch_remote:
         return None
-    else:
-        fetch = opts.fetch
-        if fetch is None:
-            fetch = _engine_fetch(opts)
-        try:
-            data = fetch(resource)
-        except Exception as exc:  # the fetcher's own errors: report, don't crash
-            raise ResourceError(f"cannot fetch {source}: {exc}") from exc
-        compression = ""  # the engine's fetch already decompresses and verifies
-    if compression == "gzip":
-        data = gunzip(data, limit)
-    elif compression:
-        raise ResourceError(f"unsupported compression {compression!r}")
-    if source.startswith("data:"):
-        verify(data, getattr(getattr(resource, "verification", None), "hash", None))
-    if len(data) > limit:
-        raise ResourceError(f"contents of {len(data)} bytes exceed the {limit}-byte limit")
-    return data
+    from fpvm.ignition.resources import SourceError, fetch
+
+    try:
+        return fetch(resource, _fetch_options(opts) if remote else None, limit=opts.max_file_size)
+    except SourceError as exc:
+        raise ResourceError(exc.message) from None
 
 
 # -- users ------------------------------------------------------------------------------------------
@@ -293,10 +270,14 @@ def _plan_storage(b: _Builder, config: Any) -> None:
         if not _check_path(b, f.path, f"{where}.path"):
             continue
         try:
+            at = f"{where}.contents"
             data = resource_bytes(f.contents, b.opts)
-            appends = [resource_bytes(a, b.opts) or b"" for a in f.append]
+            appends = []
+            for j, a in enumerate(f.append):
+                at = f"{where}.append[{j}]"
+                appends.append(resource_bytes(a, b.opts) or b"")
         except ResourceError as exc:
-            b.fail(f"{where}.contents", str(exc))
+            b.actions.append(UnreadableFile(f.path, f"{at}: {exc}", where))
             continue
         if f.path == storage.HOSTNAME:
             _plan_hostname(b, data, where)

@@ -79,13 +79,15 @@ def sha256_hex(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def load_config(data: bytes) -> tuple[Any, list[str]]:
+def load_config(data: bytes, budget: Any = None) -> tuple[Any, list[str]]:
     """(config, []) or (None, problems), after following ``ignition.config.replace``/``merge``.
 
     References are resolved here, before planning, because upstream Ignition applies the rendered
     config: a child config's users and files are part of what the guest must provision. A reference
     that cannot be fetched or verified makes the whole config invalid, as it does upstream. The
     resolver (and with it http/ssl) is imported only when a config has references: podman's never do.
+    ``budget`` (``fpvm.ignition.resources.Budget``) is the boot's one fetching deadline and reference
+    count, shared with the plan's fetches.
     """
     from fpvm.ignition import IgnitionError, parse
 
@@ -95,7 +97,7 @@ def load_config(data: bytes) -> tuple[Any, list[str]]:
         if refs.replace.source is not None or any(r.source is not None for r in refs.merge):
             from fpvm.ignition.resolve import resolve
 
-            config = resolve(config)
+            config = resolve(config, budget=budget)
         return config, []
     except IgnitionError as exc:
         report = getattr(exc, "report", None)
@@ -115,22 +117,26 @@ def provision(
     ready: bool = False,
     ctx: ApplyContext | None = None,
     config: Any = None,
+    budget: Any = None,
 ) -> Outcome:
     """Provision ``root`` from the Ignition config bytes ``data``.
 
     ``config`` is ``data`` already loaded (``load_config``: parsed, references followed) when the caller
     has it: the boot step loads the config once, and a remote reference is fetched once per boot.
+    ``budget``: the boot's fetching budget (one deadline for references and contents together).
     """
     from fpvm.guest.plan import PlanError, PlanOptions, build_plan
+    from fpvm.ignition.resources import Budget
 
+    budget = budget or Budget()
     if config is None:
-        config, problems = load_config(data)
+        config, problems = load_config(data, budget)
         if config is None:
             return Outcome(EXIT_INVALID, problems=problems)
     if ctx is None:
         ctx = make_context(root, record=record, echo=echo, runner=runner)
     try:
-        actions = build_plan(config, PlanOptions(root=ctx.root))
+        actions = build_plan(config, PlanOptions(root=ctx.root, budget=budget))
     except PlanError as exc:
         return Outcome(EXIT_INVALID, problems=[f"{p}: {m}" for p, m in exc.problems])
     except ValueError as exc:  # a planning module's own validation

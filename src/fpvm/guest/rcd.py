@@ -181,7 +181,9 @@ def boot(
     from fpvm.guest import apisocket, configsource, mounts, proxy
     from fpvm.guest.context import make_context
     from fpvm.guest.provision import EXIT_INVALID, load_config, provision
+    from fpvm.ignition.resources import Budget
 
+    budget = Budget()  # one fetching deadline for the whole boot
     ctx = make_context(root, record=record, echo=echo)
     status = EXIT_OK
     try:
@@ -195,7 +197,7 @@ def boot(
         provisioned = ctx.state.get("provisioned") is not None
         config: Any = None
         if sources.config is not None:
-            config, problems = load_config(sources.config)
+            config, problems = load_config(sources.config, budget)
             if config is None:
                 for p in problems:
                     ctx.log.error(f"{sources.config_origin}: {p}")
@@ -208,7 +210,7 @@ def boot(
         first = config is not None and (firstboot or not provisioned)
         if first:
             assert sources.config is not None
-            outcome = provision(root, sources.config, ctx=ctx, ready=False, config=config)
+            outcome = provision(root, sources.config, ctx=ctx, ready=False, config=config, budget=budget)
             if outcome.status == EXIT_INVALID:
                 for p in outcome.problems:
                     ctx.log.error(p)

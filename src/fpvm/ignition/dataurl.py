@@ -19,9 +19,9 @@ This module adds the ``net/url`` round trip and the bytes, as a ``SourceError``-
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from fpvm.ignition import gourl
+from fpvm.ignition.records import dataclass, field
 from fpvm.ignition.srcerrors import SourceError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -67,10 +67,18 @@ def parse(url: str) -> DataURL:
     return DataURL(parts.data, parts.media_type, parts.params, parts.base64)
 
 
-def encode(data: bytes) -> str:
-    """A percent-encoded data URL for ``data`` (what podman writes: ``data:,`` + escaped bytes)."""
-    keep = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
-    return "data:," + "".join(chr(b) if b in keep else f"%{b:02X}" for b in data)
+# Bytes Go's url.PathEscape leaves alone (shouldEscape(c, encodePathSegment) is false).
+_PATH_SEGMENT_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@")
+
+
+def encode(data: bytes | str) -> str:
+    """The data URL podman writes for ``data``: ``"data:," + url.PathEscape(contents)``.
+
+    The one encoder (``fpvm machine`` writes its config with it, tests build configs with it). Every
+    byte ``decode`` would refuse in plain data is escaped, so ``decode(encode(x)) == x`` for all x.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return "data:," + "".join(chr(b) if b in _PATH_SEGMENT_KEEP else f"%{b:02X}" for b in raw)
 
 
 def _error(message: str) -> DataURLError:

@@ -2,22 +2,28 @@
 
 Behaviour taken from coreos/ignition ``internal/resource/{url,http}.go``:
 
-* every attempt that fails to connect, times out waiting for the response headers, or gets a status
-  >= 500 is retried after a back-off that starts at 200 ms, doubles, and is capped at 5 s;
+* every attempt that fails to connect or gets a status >= 500 is retried after a back-off that starts
+  at 200 ms, doubles, and is capped at 5 s;
 * 200 and 204 succeed; 404 fails at once with "resource not found"; any other status fails at once;
 * ``timeouts.httpResponseHeaders`` (default 10 s, 0 = none) bounds each wait for response headers;
   ``timeouts.httpTotal`` (default 0 = none) bounds everything: all attempts, back-offs and the body;
 * requests carry ``User-Agent: Ignition/...``, ``Accept: application/vnd.coreos.ignition+json;
   version=3.6.0, */*;q=0.1`` and ``Accept-Encoding: identity``; a resource's ``httpHeaders`` replace
   these (one value per name, the last one wins);
-* redirects (301/302/303/307/308, at most 10) are followed, but without any of the request's headers,
-  so credentials meant for one server never reach another;
+* redirects (301/302/303/307/308, at most 10 as Go's http.Client) are followed, but without any of the
+  request's headers, so credentials meant for one server never reach another;
 * ``ignition.proxy`` follows Go's ``httpproxy`` rules (loopback is never proxied; ``noProxy`` takes
   ``*``, IPs, CIDRs and domain suffixes, each optionally with a port).
 
-fpvm adds two guards upstream does not have: with ``httpTotal`` 0 upstream retries forever, fpvm stops
-at ``FetchOptions.deadline`` (default 300 s) so a boot cannot hang; and a response larger than
-``max_bytes`` is refused instead of filling the guest's memory.
+fpvm's guards where upstream has none (a boot must end in bounded time and memory):
+
+* one deadline for all fetching in a boot: ``FetchOptions.budget`` (``fpvm.ignition.resources.Budget``,
+  default 300 s) is shared by every resource one provisioning run fetches, so N dead URLs cost one
+  deadline, not N; ``httpTotal`` still bounds each resource within it;
+* a redirect loop fails at the 11th redirect and a server that does not send its response headers
+  within ``httpResponseHeaders`` fails at that timeout, instead of being retried (upstream retries
+  both until ``httpTotal``, which defaults to never);
+* a response larger than ``max_bytes`` (64 MiB) is refused instead of filling the guest's memory.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from fpvm import __version__
+from fpvm.ignition.budget import MAX_RESOURCE_BYTES, Budget
 from fpvm.ignition.srcerrors import SourceError
 
 INITIAL_BACKOFF = 0.2
@@ -44,8 +51,7 @@ DEFAULT_TOTAL_TIMEOUT = 0.0
 DIAL_TIMEOUT = 30.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
 MAX_REDIRECTS = 10
-DEFAULT_DEADLINE = 300.0
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_RESOURCE_BYTES
 USER_AGENT = f"Ignition/fpvm-{__version__}"
 ACCEPT = "application/vnd.coreos.ignition+json;version=3.6.0, */*;q=0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -65,12 +71,13 @@ class ProxySettings:
 class FetchOptions:
     """How to fetch: upstream's defaults, plus the knobs tests and the guest need.
 
-    Timeouts are in seconds; 0 or None means "no limit" as in the config.
+    Timeouts are in seconds; 0 or None means "no limit" as in the config. ``budget`` is shared, not
+    copied: options derived with ``dataclasses.replace`` spend from the same boot-wide budget.
     """
 
     response_header_timeout: float | None = DEFAULT_RESPONSE_HEADER_TIMEOUT
     total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT
-    deadline: float | None = DEFAULT_DEADLINE
+    budget: Budget = field(default_factory=Budget, compare=False)
     initial_backoff: float = INITIAL_BACKOFF
     max_backoff: float = MAX_BACKOFF
     dial_timeout: float = DIAL_TIMEOUT
@@ -84,7 +91,7 @@ class FetchOptions:
 
 
 class _Retry(Exception):
-    """One attempt failed in a way upstream retries (connection error, header timeout, redirect loop)."""
+    """One attempt failed in a way that is retried (a connection error)."""
 
 
 class _Watchdog:
@@ -121,18 +128,25 @@ def _budget(*limits: float | None) -> float | None:
 
 @dataclass
 class _Clock:
-    """The overall deadline of one fetch (httpTotal, or fpvm's deadline when httpTotal is 0)."""
+    """The time one fetch has: its own ``httpTotal`` within what is left of the boot's budget."""
 
-    end: float | None
+    budget: Budget
+    end: float | None  # httpTotal's end, on the budget's clock
 
     @classmethod
     def start(cls, options: FetchOptions) -> _Clock:
+        budget = options.budget
         total = options.total_timeout or None
-        limit = total if total is not None else (options.deadline or None)
-        return cls(None if limit is None else time.monotonic() + limit)
+        return cls(budget, None if total is None else budget.clock() + total)
 
     def remaining(self) -> float | None:
-        return None if self.end is None else self.end - time.monotonic()
+        own = None if self.end is None else self.end - self.budget.clock()
+        return _budget(own, self.budget.remaining())
+
+    def budget_binds(self) -> bool:
+        """Whether the boot's budget, not this fetch's httpTotal, is what ran out."""
+        left = self.budget.remaining()
+        return left is not None and (self.end is None or left <= self.end - self.budget.clock())
 
     def expired(self) -> bool:
         left = self.remaining()
@@ -146,7 +160,17 @@ def get(
 ) -> bytes:
     """GET ``url`` with upstream's retry loop and return the body (at most ``options.max_bytes``)."""
     opts = options or FetchOptions()
+    opts.budget.begin()
+    try:
+        return _get(url, headers, opts)
+    finally:
+        opts.budget.end()
+
+
+def _get(url: str, headers: Sequence[tuple[str, str]], opts: FetchOptions) -> bytes:
     clock = _Clock.start(opts)
+    if clock.expired():
+        raise SourceError(f"unable to fetch resource in time: GET {_redact(url)} ({_spent(opts.budget)})")
     request_headers = _request_headers(headers, opts)
     backoff = opts.initial_backoff
     attempt = 0
@@ -174,12 +198,18 @@ def get(
                 conn.close()
         left = clock.remaining()
         if left is not None and left <= backoff:
+            why = f"; {_spent(opts.budget)}" if clock.budget_binds() else ""
             raise SourceError(
                 f"unable to fetch resource in time: GET {_redact(url)} "
-                f"(after {attempt} attempt{'s' if attempt > 1 else ''}; last error: {last})"
+                f"(after {attempt} attempt{'s' if attempt > 1 else ''}; last error: {last}{why})"
             )
         opts.sleep(backoff)
         backoff = min(backoff * 2, opts.max_backoff)
+
+
+def _spent(budget: Budget) -> str:
+    limit = "unlimited" if budget.deadline is None else f"{budget.deadline:g} s"
+    return f"the boot's {limit} for fetching all resources is spent"
 
 
 def _redact(url: str) -> str:
@@ -216,7 +246,9 @@ def _split(url: str) -> urllib.parse.SplitResult:
     except ValueError as exc:
         raise SourceError(f"unable to parse url {_redact(url)!r}: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise _Retry(f'unsupported protocol scheme "{parts.scheme}"')
+        raise SourceError(
+            f'failed to fetch resource: GET {_redact(url)}: unsupported protocol scheme "{parts.scheme}"'
+        )
     if not parts.hostname:
         raise SourceError(f"unable to parse url {url!r}: no host")
     return parts
@@ -240,6 +272,7 @@ def _attempt(
     send = dict(headers)
     for _hop in range(opts.max_redirects + 1):
         parts = _split(current)
+        opts.budget.attempt()
         conn, target, proxy_headers = _connect(parts, opts, clock)
         try:
             response, sock = _request(conn, parts, target, {**send, **proxy_headers}, opts, clock)
@@ -254,7 +287,9 @@ def _attempt(
             send = {}
             continue
         return response.status, response, conn, sock
-    raise _Retry(f"stopped after {opts.max_redirects} redirects")
+    raise SourceError(
+        f"failed to fetch resource: GET {_redact(url)}: stopped after {opts.max_redirects} redirects"
+    )
 
 
 def _request(
@@ -287,7 +322,12 @@ def _request(
         return conn.getresponse(), sock
     except (OSError, http.client.HTTPException, ValueError) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
-            raise _Retry("timeout awaiting response headers") from None
+            if clock.expired():  # the overall deadline, not the header timeout: get() reports it
+                raise _Retry("timeout awaiting response headers") from None
+            raise SourceError(
+                f"unable to fetch resource in time: GET {_redact(parts.geturl())}: timeout awaiting "
+                f"response headers (httpResponseHeaders: {opts.response_header_timeout:g} s)"
+            ) from None
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
     finally:
         watchdog.cancel()

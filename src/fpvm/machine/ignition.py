@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from fpvm.contract import MOUNTS_PATH, MountError, encode_mounts
+from fpvm.ignition import dataurl
 from fpvm.machine.errors import MachineError
 from fpvm.machine.state import Volume
 
@@ -26,11 +26,6 @@ MARKER_PATH = "/etc/containers/podman-machine"
 MARKER_CONTENT = "qemu\n"
 REGISTRIES_PATH = "/etc/containers/registries.conf.d/999-podman-machine.conf"
 REGISTRIES_CONTENT = 'unqualified-search-registries=["docker.io"]\n'
-
-
-def data_url(text: str) -> str:
-    """RFC 2397 without base64, as podman writes it (``data:,`` + percent-encoding)."""
-    return "data:," + urllib.parse.quote(text, safe="/=:,;@&+$!*'()~")
 
 
 def make_key(path: Path, comment: str) -> str:
@@ -103,7 +98,7 @@ def _file(path: str, content: str, mode: int = 0o644, overwrite: bool = True) ->
         "overwrite": overwrite,
         "path": path,
         "user": {"name": "root"},
-        "contents": {"source": data_url(content), "verification": {}},
+        "contents": {"source": dataurl.encode(content), "verification": {}},
         "mode": mode,
     }
 
