@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,11 @@ from fpvm import __version__
 # defines ``register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None`` and
 # sets ``func`` on the parsers it adds: ``func(args: argparse.Namespace) -> int`` returns the exit
 # status. A module may register several top-level commands.
+#
+# A command that passes its words on untouched (``guest shim|ready|boot``: ``prefix_chars="+"``,
+# ``add_help=False``) sets ``argv_parser`` too: a function returning the parser that reads those words,
+# built only when called. tests/test_help.py walks the tree through it, so such commands get their
+# ``--help`` and option checks like every other one.
 COMMANDS: dict[str, str] = {
     "ignition": "fpvm.ignition.cli",
     "guest": "fpvm.guest.cli",
@@ -64,6 +70,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A file or directory the handler did not expect to be missing, a directory, unreadable ...
+        if os.environ.get("FPVM_DEBUG"):
+            raise
+        print(f"fpvm {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line for the user, the traceback with FPVM_DEBUG=1
+        if os.environ.get("FPVM_DEBUG"):
+            raise
+        print(
+            f"fpvm {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run again with FPVM_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _os_error(exc: OSError) -> str:
+    """``PATH: reason`` (what the user can act on), not ``[Errno 2] ...``."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return reason
 
 
 if __name__ == "__main__":

@@ -27,21 +27,39 @@ def _shim(args: argparse.Namespace) -> int:
     return int(main(list(args.argv)))
 
 
-def _ready(args: argparse.Namespace) -> int:
+def _shim_parser() -> argparse.ArgumentParser:
+    from fpvm.guest.compat import help_parser
+
+    return help_parser()
+
+
+def _ready_parser() -> argparse.ArgumentParser:
     from fpvm.guest import ready
 
     # The options live with the readiness module; it is imported only when `ready` runs.
     parser = argparse.ArgumentParser(prog="fpvm guest ready", description=READY_HELP)
     ready.add_arguments(parser)
-    return int(ready.ready_main(parser.parse_args(args.argv)))
+    return parser
+
+
+def _ready(args: argparse.Namespace) -> int:
+    from fpvm.guest import ready
+
+    return int(ready.ready_main(_ready_parser().parse_args(args.argv)))
+
+
+def _boot_parser() -> argparse.ArgumentParser:
+    from fpvm.guest import rcd
+
+    parser = argparse.ArgumentParser(prog="fpvm guest boot", description=BOOT_HELP)
+    rcd.add_boot_arguments(parser)
+    return parser
 
 
 def _boot(args: argparse.Namespace) -> int:
     from fpvm.guest import rcd
 
-    parser = argparse.ArgumentParser(prog="fpvm guest boot", description=BOOT_HELP)
-    rcd.add_boot_arguments(parser)
-    return int(rcd.boot_main(parser.parse_args(args.argv)))
+    return int(rcd.boot_main(_boot_parser().parse_args(args.argv)))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,15 +69,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gsub = guest.add_subparsers(dest="guest_command", metavar="COMMAND")
 
     p = gsub.add_parser("provision", help="apply an Ignition config to a root")
-    p.add_argument("--root", default="/", help="target root (default /)")
-    p.add_argument("--config", required=True, help="Ignition config file")
+    p.add_argument("--root", default="/", help="target root (default: /)")
+    p.add_argument("--config", required=True, metavar="FILE", help="Ignition config file")
     p.add_argument("--record", metavar="FILE", help="record FreeBSD commands to FILE instead of running them")
     p.add_argument("--no-ready", action="store_true", help="do not signal readiness to the host")
     p.set_defaults(func=_provision)
 
     p = gsub.add_parser("plan", help="show what provision would do")
-    p.add_argument("--config", required=True, help="Ignition config file")
-    p.add_argument("--root", default=None, help="root to plan against (reads fpvm's mount table)")
+    p.add_argument("--config", required=True, metavar="FILE", help="Ignition config file")
+    p.add_argument(
+        "--root", metavar="DIR", help="root to plan against (reads fpvm's mount table); default: none"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_plan)
 
@@ -71,13 +91,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         prefix_chars="+",
         add_help=False,
     )
-    p.add_argument("argv", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_shim)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest shim --help`")
+    p.set_defaults(func=_shim, argv_parser=_shim_parser)
 
     p = gsub.add_parser("ready", help=READY_HELP, prefix_chars="+", add_help=False)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest ready --help`")
-    p.set_defaults(func=_ready)
+    p.set_defaults(func=_ready, argv_parser=_ready_parser)
 
     p = gsub.add_parser("boot", help=BOOT_HELP, prefix_chars="+", add_help=False)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest boot --help`")
-    p.set_defaults(func=_boot)
+    p.set_defaults(func=_boot, argv_parser=_boot_parser)
