@@ -193,6 +193,8 @@ def test_show_explains_the_marks_once_and_gives_every_translate_a_reason(tmp_pat
     unit = items["  [translate] podman.socket (enabled)"]
     assert unit[0].startswith("podman API service: podman_service_enable")
     assert items["  [translate] podman.service (enabled)"]  # covered by podman.socket's rc.conf.d line
+    hostname = items["  [translate] /etc/hostname  3 bytes"]
+    assert hostname == ['rc.conf.d/hostname: hostname="bsd"  (/etc/hostname on Linux)']
 
 
 def test_show_reads_standard_input() -> None:

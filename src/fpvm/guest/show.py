@@ -106,6 +106,11 @@ def _decoded_size(file: Any) -> str:
     return f"{len(data)} bytes"
 
 
+def _reason(action: Action) -> str:
+    """An action's note; a setting in rc.conf.d says which one too (its description carries the note)."""
+    return action.describe() if action.kind == "rcconf" else action.note
+
+
 def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]]]:
     """Users, files, directories, links, units, devices and kernel arguments, each with its disposition."""
     from fpvm.guest.systemd import classify_unit
@@ -116,7 +121,7 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
         """One item: its disposition and the reasons (every translate and ignore has at least one)."""
         acts = items.get(where, [])
         disposition = _disposition(acts)
-        notes = sorted({a.note for a in acts if a.note and a.note != info.get("name")})
+        notes = sorted({_reason(a) for a in acts if a.note and a.note != info.get("name")})
         if classified is not None:  # a unit: the table's verdict, even when another unit acts for it
             kind, why = classified
             disposition = max(disposition, kind, key=lambda d: _RANK[d]) if acts else kind
