@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +75,220 @@ def test_atomic_write_failure_leaves_no_temporary(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         fsutil.atomic_write(tmp_path / "h", b"x")
     assert sorted(os.listdir(tmp_path)) == ["h"]
+
+
+# --- bad inputs: one clear message and a non-zero exit, never a traceback ------------------------------
+
+BAD_KINDS = ("missing", "directory", "empty", "garbage")
+
+
+def _bad_input(base: Path, kind: str) -> Path:
+    path = base / f"input-{kind}"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.touch()
+    elif kind == "garbage":
+        path.write_bytes(bytes(range(256)) * 16)
+    elif kind == "unreadable":
+        path.write_text('{"ignition": {"version": "3.4.0"}}')
+        path.chmod(0)
+    return path
+
+
+def _commands(base: Path) -> dict[str, Callable[[str], list[str]]]:
+    root, rec = str(base / "root"), str(base / "record.jsonl")
+    return {
+        "ignition validate": lambda f: ["ignition", "validate", f],
+        "ignition show": lambda f: ["ignition", "show", f],
+        "guest plan": lambda f: ["guest", "plan", "--config", f],
+        "guest provision": lambda f: [
+            "guest",
+            "provision",
+            "--root",
+            root,
+            "--record",
+            rec,
+            "--config",
+            f,
+            "--no-ready",
+        ],
+        "guest boot": lambda f: [
+            "guest",
+            "boot",
+            "--root",
+            root,
+            "--record",
+            rec,
+            "--config",
+            f,
+            "--no-fwcfg",
+        ],
+        "machine init": lambda f: ["machine", "init", "m", "--image", f, "--arch", "amd64"],
+        "podman-machine doctor": lambda f: ["podman-machine", "doctor", "m", "--config", f],
+        "podman-machine console": lambda f: ["podman-machine", "console", "m", "--config", f, "--no-attach"],
+        "debug fwcfg": lambda f: ["debug", "fwcfg", "--qmp", f, "list"],
+    }
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Nothing a command writes leaves tmp_path (machine state, podman connections)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for var, value in {
+        "HOME": home,
+        "XDG_DATA_HOME": home / "data",
+        "XDG_CONFIG_HOME": home / "config",
+        "XDG_RUNTIME_DIR": home / "run",
+        "CONTAINERS_CONF": tmp_path / "containers.conf",
+    }.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("FPVM_DEBUG", raising=False)
+    return tmp_path
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str]:
+    try:
+        status = cli.main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        status = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return status, out + err
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+@pytest.mark.parametrize("command", list(_commands(Path("/nonexistent-base"))))
+def test_bad_input_file_gives_a_message_not_a_traceback(isolated: Path, command: str, kind: str) -> None:
+    """Through the installed entry point (a process each: ``guest boot`` logs to the real stderr)."""
+    path = _bad_input(isolated, kind)
+    (isolated / "root").mkdir()
+    argv = _commands(isolated)[command](str(path))
+    res = subprocess.run(
+        [sys.executable, "-m", "fpvm", *argv], capture_output=True, text=True, timeout=120, check=False
+    )
+    output = res.stdout + res.stderr
+    assert res.returncode != 0, output
+    assert "Traceback" not in output and "internal error" not in output, output
+    # the message says which input is wrong: its name, or the JSON path in it
+    assert path.name in output or "\n  $: " in output, output
+    assert len(output.strip().splitlines()) <= 6, output
+
+
+def test_unreadable_file() -> None:
+    """Permission denied. Root reads any file, so as root the commands run as nobody (setpriv(1) from
+    util-linux: it drops every capability, and the interpreter stays reachable)."""
+    base = Path(tempfile.mkdtemp(prefix="fpvm-unreadable-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        path = _bad_input(base, "unreadable")
+        demote = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        env = {**os.environ, "HOME": str(base)}
+        for argv in (
+            ["ignition", "validate", str(path)],
+            ["ignition", "show", str(path)],
+            ["guest", "plan", "--config", str(path)],
+        ):
+            res = subprocess.run(
+                [*demote, sys.executable, "-m", "fpvm", *argv],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=base,
+                check=False,
+            )
+            assert res.returncode == 2, res.stderr
+            assert res.stderr == f"{path}: cannot read: Permission denied\n"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "--arch", "riscv64", "--dry-run"],
+        ["machine", "init", "m", "--image", "x.raw", "--arch", "riscv64"],
+        ["image", "overlay", "DIR", "--arch", "riscv64"],
+    ],
+)
+def test_bad_arch(isolated: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    status, output = _run(capsys, argv)
+    assert status == 2
+    assert "Traceback" not in output
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .endswith(
+            "error: argument --arch: unknown architecture 'riscv64': use amd64 (x86_64) or aarch64 (arm64)"
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["directory", "under-a-file"])
+def test_shim_record_file_that_cannot_be_written(
+    isolated: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    (isolated / "root").mkdir()
+    record = isolated / "rec"
+    if kind == "directory":
+        record.mkdir()
+    else:
+        record.write_text("")
+        record = record / "x"
+    argv = [
+        "guest",
+        "shim",
+        "--record",
+        str(record),
+        "--root",
+        str(isolated / "root"),
+        "systemctl",
+        "restart",
+        "podman",
+    ]
+    status, output = _run(capsys, argv)
+    assert status == 1 and "Traceback" not in output
+    assert output.strip().splitlines()[-1].startswith(f"fpvm guest: error: {record}: ")
+
+
+def test_image_overlay_into_a_file(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = _bad_input(isolated, "garbage")
+    status, output = _run(capsys, ["image", "overlay", str(target), "--arch", "amd64"])
+    assert status != 0 and "Traceback" not in output and target.name in output
+
+
+def test_not_a_disk_image_points_to_fpvm_build(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, output = _run(
+        capsys, ["machine", "init", "m", "--image", str(_bad_input(isolated, "garbage")), "--arch", "amd64"]
+    )
+    assert status == 1
+    assert "is not a disk image" in output and "`fpvm build`" in output
+    assert "fpvm-RELEASE-amd64.raw.zst" in output and "never becomes Ready" in output
+    assert "BASIC-CLOUDINIT" not in output
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(args: object) -> int:
+        raise RuntimeError("something broke")
+
+    parser = cli.build_parser("ignition")
+    real = cli.build_parser
+
+    def patched(command: str | None = None) -> Any:
+        parser.set_defaults(func=boom)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    monkeypatch.delenv("FPVM_DEBUG", raising=False)
+    assert cli.main(["ignition"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("fpvm ignition: internal error: RuntimeError: something broke")
+        and err.count("\n") == 1
+    )
+    monkeypatch.setenv("FPVM_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["ignition"])
+    assert real is not patched

@@ -8,6 +8,7 @@ module level; handlers import what they need when called.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -103,6 +104,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A file or directory the handler did not expect to be missing, a directory, unreadable ...
+        if os.environ.get("FPVM_DEBUG"):
+            raise
+        print(f"fpvm {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line for the user, the traceback with FPVM_DEBUG=1
+        if os.environ.get("FPVM_DEBUG"):
+            raise
+        print(
+            f"fpvm {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run again with FPVM_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _os_error(exc: OSError) -> str:
+    """``PATH: reason`` (what the user can act on), not ``[Errno 2] ...``."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return reason
 
 
 if __name__ == "__main__":

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from guestcore_staging import make_root, minimal, provision, run_fpvm, write_config
 
 from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
+from fpvm.guest.show import LEGEND
 
 
 def test_show_readable_marks_each_item() -> None:
@@ -137,3 +141,90 @@ def test_net_health_recovery_script_skipped_with_its_unit(tmp_path: Path) -> Non
     assert res.returncode == 0, res.stdout + res.stderr
     assert not (root / NETRECOVER_SCRIPT.lstrip("/")).exists()
     assert (root / "usr/local/bin/podman").exists()  # the folder itself is the image's, untouched
+
+
+def _reasons(out: str) -> dict[str, list[str]]:
+    """Each ``[mark] item`` line of ``show`` -> the indented lines under it."""
+    items: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in out.splitlines():
+        if line.startswith("  ["):
+            current = items.setdefault(line, [])
+        elif line.startswith("               ") and current is not None:
+            current.append(line.strip())
+        else:
+            current = None
+    return items
+
+
+def test_show_explains_the_marks_once_and_gives_every_translate_a_reason(tmp_path: Path) -> None:
+    cfg = minimal(
+        passwd={
+            "users": [
+                {"name": "core", "uid": 1000, "groups": ["sudo"], "sshAuthorizedKeys": ["ssh-ed25519 AAAA k"]}
+            ]
+        },
+        storage={
+            "files": [{"path": "/etc/hostname", "contents": {"source": "data:,bsd"}}],
+            "disks": [{"device": "/dev/vdb"}],
+        },
+        systemd={
+            "units": [{"name": "podman.socket", "enabled": True}, {"name": "podman.service", "enabled": True}]
+        },
+        kernelArguments={"shouldExist": ["quiet"]},
+    )
+    configs = [write_config(tmp_path / "mixed.ign", cfg), PODMAN_CAPTURE / "machine.ign"]
+    configs += sorted(PODMAN_IGNITION.glob("*.ign"))
+    for path in configs:
+        res = run_fpvm("ignition", "show", str(path))
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert lines[1:4] == [f"  {mark:9}  {meaning}" for mark, meaning in LEGEND]
+        assert lines[2].startswith("  translate  done the FreeBSD way")
+        assert sum("done as the config asks" in line for line in lines) == 1
+        items = _reasons(res.stdout)
+        assert items
+        for item, reasons in items.items():
+            if not item.startswith("  [apply"):
+                assert reasons, f"{path}: no reason for {item}"
+    items = _reasons(run_fpvm("ignition", "show", str(configs[0])).stdout)
+    core = next(r for i, r in items.items() if i.startswith("  [translate] core uid 1000"))
+    assert any("podman's rootless connection" in r for r in core)
+    unit = items["  [translate] podman.socket (enabled)"]
+    assert unit[0].startswith("podman API service: podman_service_enable")
+    assert items["  [translate] podman.service (enabled)"]  # covered by podman.socket's rc.conf.d line
+    hostname = items["  [translate] /etc/hostname  3 bytes"]
+    assert hostname == ['rc.conf.d/hostname: hostname="bsd"  (/etc/hostname on Linux)']
+
+
+def test_show_reads_standard_input() -> None:
+    data = (PODMAN_CAPTURE / "machine.ign").read_bytes()
+    res = subprocess.run(
+        [sys.executable, "-m", "fpvm", "ignition", "show", "-"], input=data, capture_output=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.decode().startswith("-: what a FreeBSD guest does with it\n")
+    assert "[translate] podman.socket (enabled)" in res.stdout.decode()
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_file_same_exit_code_for_show_and_validate(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "x.ign"
+    if kind == "directory":
+        path.mkdir()
+    show = run_fpvm("ignition", "show", str(path))
+    validate = run_fpvm("ignition", "validate", str(path))
+    plan = run_fpvm("guest", "plan", "--config", str(path))
+    reason = "No such file or directory" if kind == "missing" else "Is a directory"
+    for res in (show, validate, plan):
+        assert res.returncode == 2
+        assert res.stderr == f"{path}: cannot read: {reason}\n"
+
+
+def test_show_invalid_config_gives_a_plain_hint(tmp_path: Path) -> None:
+    bad = tmp_path / "arr.ign"
+    bad.write_text("[]")
+    res = run_fpvm("ignition", "show", str(bad))
+    assert res.returncode == 1
+    assert "json: cannot unmarshal array into Go value of type util.versionStub" in res.stderr
+    assert "    hint: the config must be a JSON object, not an array" in res.stderr.splitlines()

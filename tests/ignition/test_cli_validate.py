@@ -1,4 +1,4 @@
-"""`fpvm ignition validate` through the real command line: exit codes, stderr lines, --json records."""
+"""`fpvm ignition validate` through the real command line: exit codes, verdicts, hints, --json records."""
 
 from __future__ import annotations
 
@@ -23,14 +23,18 @@ def fpvm(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def test_valid_files_exit_0_and_warnings_go_to_stderr(tmp_path: Path) -> None:
+def test_valid_files_exit_0_with_a_verdict_each(tmp_path: Path) -> None:
     good = tmp_path / "good.ign"
     good.write_bytes(GOOD)
-    res = fpvm(str(good), *(str(p) for p in podman_ignition_configs()))
+    configs = [str(p) for p in podman_ignition_configs()]
+    res = fpvm(str(good), *configs)
     assert res.returncode == 0, res.stderr
-    assert res.stdout == ""
-    assert f"{good}: $.extra: warning: unused key extra" in res.stderr.splitlines()
-    assert any("setuid/setgid/sticky" in line for line in res.stderr.splitlines())
+    assert res.stderr == ""
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"{good}: valid (2 warnings)"
+    assert "  warning: $.extra: unused key extra" in lines[1:3]
+    assert any("setuid/setgid/sticky" in line for line in lines[1:3])
+    assert lines[3:] == [f"{name}: valid" for name in configs]
 
 
 def test_invalid_file_exits_1_with_one_line_per_error(tmp_path: Path) -> None:
@@ -39,10 +43,53 @@ def test_invalid_file_exits_1_with_one_line_per_error(tmp_path: Path) -> None:
     bad.write_bytes(BAD)
     res = fpvm(str(good), str(bad))
     assert res.returncode == 1
-    errors = [line for line in res.stderr.splitlines() if ": warning: " not in line]
+    lines = res.stdout.splitlines()
+    at = lines.index(f"{bad}: invalid (2 errors)")
+    assert lines[at + 1 :] == [
+        "  error: $.storage.files[0].path: path not absolute",
+        "  error: $.storage.links[0].target: link target is required",
+    ]
+
+
+def test_quiet_prints_nothing(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.ign", tmp_path / "bad.ign"
+    good.write_bytes(GOOD)
+    bad.write_bytes(BAD)
+    assert (fpvm("-q", str(good)).returncode, fpvm("-q", str(good)).stdout) == (0, "")
+    res = fpvm("--quiet", str(good), str(bad))
+    assert (res.returncode, res.stdout, res.stderr) == (1, "", "")
+    res = fpvm("-q", str(tmp_path / "missing.ign"))
+    assert (res.returncode, res.stdout, res.stderr) == (2, "", "")
+    assert fpvm("-q", "--json", str(good)).returncode == 2  # one or the other
+
+
+def test_go_wording_comes_with_a_plain_hint(tmp_path: Path) -> None:
+    """Upstream's message stays word for word (parity); the hint says it without Go types."""
+    arr = tmp_path / "arr.ign"
+    arr.write_bytes(b"[]")
+    res = fpvm(str(arr))
+    assert res.returncode == 1
+    assert res.stdout.splitlines() == [
+        f"{arr}: invalid (1 error)",
+        "  error: $: json: cannot unmarshal array into Go value of type util.versionStub",
+        "    hint: the config must be a JSON object, not an array",
+    ]
+    field = b'{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":1,"overwrite":"yes"}]}}'
+    res = fpvm("--json", "-", stdin=field)
+    errors = json.loads(res.stdout)["errors"]
     assert errors == [
-        f"{bad}: $.storage.files[0].path: path not absolute",
-        f"{bad}: $.storage.links[0].target: link target is required",
+        {
+            "path": "$.storage.files[0].path",
+            "message": "json: cannot unmarshal number into Go struct field Config.storage.files.0.path "
+            "of type string",
+            "hint": "$.storage.files[0].path must be a string, not a number",
+        },
+        {
+            "path": "$.storage.files[0].overwrite",
+            "message": "json: cannot unmarshal string into Go struct field Config.storage.files.0.overwrite "
+            "of type bool",
+            "hint": "$.storage.files[0].overwrite must be true or false, not a string",
+        },
     ]
 
 
@@ -80,7 +127,9 @@ def test_stdin_and_malformed_json() -> None:
     assert res.returncode == 1
     record = json.loads(res.stdout)
     assert record["file"] == "-" and record["valid"] is False
-    assert record["errors"] == [{"path": "$", "message": "unexpected end of JSON input"}]  # Go's wording
+    assert record["errors"] == [
+        {"path": "$", "message": "unexpected end of JSON input", "hint": "the config is not valid JSON"}
+    ]  # Go's wording, and a plain one
     assert "Traceback" not in res.stderr
 
 

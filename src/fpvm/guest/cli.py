@@ -47,24 +47,42 @@ def _shim(args: argparse.Namespace) -> int:
     return int(main(list(args.argv)))
 
 
-def _ready(args: argparse.Namespace) -> int:
+def _shim_parser() -> argparse.ArgumentParser:
+    from fpvm.guest.compat import help_parser
+
+    return help_parser()
+
+
+def _ready_parser() -> argparse.ArgumentParser:
     from fpvm.guest import ready
 
     # The options live with the readiness module; it is imported only when `ready` runs.
     parser = argparse.ArgumentParser(prog="fpvm guest ready", description=READY_HELP)
     ready.add_arguments(parser)
-    ns = parser.parse_args(args.argv)
+    return parser
+
+
+def _ready(args: argparse.Namespace) -> int:
+    from fpvm.guest import ready
+
+    ns = _ready_parser().parse_args(args.argv)
     if _refused("ready", ns.root or "/"):
         return 1
     return int(ready.ready_main(ns))
 
 
-def _boot(args: argparse.Namespace) -> int:
+def _boot_parser() -> argparse.ArgumentParser:
     from fpvm.guest import rcd
 
     parser = argparse.ArgumentParser(prog="fpvm guest boot", description=BOOT_HELP)
     rcd.add_boot_arguments(parser)
-    ns = parser.parse_args(args.argv)
+    return parser
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from fpvm.guest import rcd
+
+    ns = _boot_parser().parse_args(args.argv)
     if _refused("boot", ns.root or "/"):
         return 1
     return int(rcd.boot_main(ns))
@@ -74,11 +92,18 @@ def register_ignition_show(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     """Add ``fpvm ignition show`` to the ignition group (``cmds``, from ``fpvm.ignition.cli.register``).
 
     Registered from here because it is the guest's plan seen from a config: only the guest knows what
-    FreeBSD applies, translates or ignores, and ignition/ may not import guest/.
+    FreeBSD applies, translates or ignores, and ignition/ may not import guest/. It reads ``-`` and
+    reports an unreadable FILE with exit status 2, like ``validate``.
     """
-    show = cmds.add_parser("show", help="summarise what the FreeBSD guest will do with a config")
-    show.add_argument("file", metavar="FILE")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show = cmds.add_parser(
+        "show",
+        help="summarise what the FreeBSD guest will do with a config",
+        description="List the config's users, files, directories, links, units, devices and kernel "
+        "arguments, each marked apply, translate or ignore, with the reason for every translate and "
+        "ignore. Exit status: 0 for a valid config, 1 for an invalid one, 2 when FILE cannot be read.",
+    )
+    show.add_argument("file", metavar="FILE", help="config file, or - for standard input")
+    show.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     show.set_defaults(func=_show)
 
 
@@ -89,15 +114,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gsub = guest.add_subparsers(dest="guest_command", metavar="COMMAND")
 
     p = gsub.add_parser("provision", help="apply an Ignition config to a root")
-    p.add_argument("--root", default="/", help="target root (default /)")
-    p.add_argument("--config", required=True, help="Ignition config file")
+    p.add_argument("--root", default="/", help="target root (default: /)")
+    p.add_argument("--config", required=True, metavar="FILE", help="Ignition config file")
     p.add_argument("--record", metavar="FILE", help="record FreeBSD commands to FILE instead of running them")
     p.add_argument("--no-ready", action="store_true", help="do not signal readiness to the host")
     p.set_defaults(func=_provision)
 
     p = gsub.add_parser("plan", help="show what provision would do")
-    p.add_argument("--config", required=True, help="Ignition config file")
-    p.add_argument("--root", default=None, help="root to plan against (reads fpvm's mount table)")
+    p.add_argument("--config", required=True, metavar="FILE", help="Ignition config file")
+    p.add_argument(
+        "--root", metavar="DIR", help="root to plan against (reads fpvm's mount table); default: none"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_plan)
 
@@ -109,13 +136,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         prefix_chars="+",
         add_help=False,
     )
-    p.add_argument("argv", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_shim)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest shim --help`")
+    p.set_defaults(func=_shim, argv_parser=_shim_parser)
 
     p = gsub.add_parser("ready", help=READY_HELP, prefix_chars="+", add_help=False)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest ready --help`")
-    p.set_defaults(func=_ready)
+    p.set_defaults(func=_ready, argv_parser=_ready_parser)
 
     p = gsub.add_parser("boot", help=BOOT_HELP, prefix_chars="+", add_help=False)
     p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest boot --help`")
-    p.set_defaults(func=_boot)
+    p.set_defaults(func=_boot, argv_parser=_boot_parser)

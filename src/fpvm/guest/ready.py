@@ -58,14 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fpvm guest ready`` (see the module docstring)."""
     parser.add_argument("--root", default="/", help="target root (default /)")
     parser.add_argument("--port", default=READY_PORT, help=f"readiness port (default {READY_PORT})")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait (300)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds (default 300)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help=argparse.SUPPRESS)
-    parser.add_argument("--ssh-host", default="127.0.0.1", help="where sshd is probed (127.0.0.1)")
-    parser.add_argument("--ssh-port", type=int, default=22, help="sshd's port (22)")
+    parser.add_argument("--ssh-host", default="127.0.0.1", help="where sshd is probed (default: 127.0.0.1)")
+    parser.add_argument("--ssh-port", type=int, default=22, help="sshd's port (default: 22)")
     parser.add_argument(
         "--api-socket",
         default=AUTO,
-        help=f"API socket to wait for (default: {API_SOCKET} when podman_service is enabled)",
+        help=f"API socket to wait for (default: auto = {API_SOCKET} when podman_service is enabled)",
     )
     parser.add_argument("--no-api-socket", action="store_true", help="do not wait for podman's API socket")
 

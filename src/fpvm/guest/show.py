@@ -16,14 +16,35 @@ from fpvm.guest.actions import Action
 
 _ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+\[\d+\])")
 _RANK = {"translate": 2, "apply": 1, "ignore": 0}
+# Printed once at the top of ``show``: what the three marks mean.
+LEGEND = (
+    ("apply", "done as the config asks"),
+    ("translate", "done the FreeBSD way (another path, rc.conf.d instead of systemd ...); how and why below"),
+    ("ignore", "not done: Linux-only or not supported in the VM; why below"),
+)
+# The reason of an item the plan has no action for.
+NO_ACTION = "nothing to do on FreeBSD: the guest leaves it alone"
+
+
+# Exit status when the config file cannot be read (missing, a directory, no permission): the same as
+# ``fpvm ignition validate``'s; an invalid config is 1.
+EXIT_UNREADABLE = 2
+
+
+class _Unreadable(Exception):
+    """The config file could not be read; the message is the one line to print."""
 
 
 def _read(path: str) -> tuple[Any, list[str]]:
+    """Load the config at ``path`` (``-``: standard input) -> (config or None, problems)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
     except OSError as exc:
-        return None, [f"cannot read {path}: {exc.strerror}"]
+        raise _Unreadable(f"{path}: cannot read: {exc.strerror or exc}") from None
     from fpvm.guest.provision import load_config
 
     return load_config(data)
@@ -43,9 +64,15 @@ def _plan(config: Any, root: str | None, fetch_remote: bool) -> tuple[list[Actio
 
 
 def _invalid(path: str, problems: list[str]) -> int:
+    from fpvm.ignition.hints import hint
+
     print(f"{path}: invalid config:", file=sys.stderr)
     for p in problems:
         print(f"  {p}", file=sys.stderr)
+        where, _, message = p.partition(": ")
+        plain = hint(where, message) if where.startswith("$") else None
+        if plain:
+            print(f"    hint: {plain}", file=sys.stderr)
     return 1
 
 
@@ -79,16 +106,34 @@ def _decoded_size(file: Any) -> str:
     return f"{len(data)} bytes"
 
 
+def _reason(action: Action) -> str:
+    """An action's note; a setting in rc.conf.d says which one too (its description carries the note)."""
+    return action.describe() if action.kind == "rcconf" else action.note
+
+
 def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]]]:
     """Users, files, directories, links, units, devices and kernel arguments, each with its disposition."""
+    from fpvm.guest.systemd import classify_unit
+
     items = _by_item(actions)
 
-    def entry(where: str, **info: Any) -> dict[str, Any]:
+    def entry(where: str, classified: tuple[str, str] | None = None, **info: Any) -> dict[str, Any]:
+        """One item: its disposition and the reasons (every translate and ignore has at least one)."""
         acts = items.get(where, [])
-        info["disposition"] = _disposition(acts)
-        notes = sorted({a.note for a in acts if a.note})
+        disposition = _disposition(acts)
+        notes = sorted({_reason(a) for a in acts if a.note and a.note != info.get("name")})
+        if classified is not None:  # a unit: the table's verdict, even when another unit acts for it
+            kind, why = classified
+            disposition = max(disposition, kind, key=lambda d: _RANK[d]) if acts else kind
+            notes = [why, *(n for n in notes if n != why)]
+        if disposition == "translate":
+            # What is done instead, for translate actions that carry no reason of their own.
+            notes += [a.describe() for a in acts if a.disposition == "translate" and not a.note]
+        if disposition == "ignore" and not notes:
+            notes = [NO_ACTION]
+        info["disposition"] = disposition
         if notes:
-            info["notes"] = notes
+            info["notes"] = list(dict.fromkeys(notes))
         info["actions"] = [a.describe() for a in acts]
         return info
 
@@ -133,7 +178,8 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
             if unit.mask
             else ("enabled" if unit.enabled else ("disabled" if unit.enabled is False else ""))
         )
-        out["units"].append(entry(f"$.systemd.units[{i}]", name=unit.name, state=state))
+        where = f"$.systemd.units[{i}]"
+        out["units"].append(entry(where, classify_unit(unit, where), name=unit.name, state=state))
     st = config.storage
     for section, things in (
         ("disks", st.disks),
@@ -171,6 +217,7 @@ def _label(item: dict[str, Any]) -> str:
 
 def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
     lines = [f"{path}: what a FreeBSD guest does with it"]
+    lines += [f"  {mark:9}  {meaning}" for mark, meaning in LEGEND]
     for section, items in info.items():
         if not items:
             continue
@@ -183,8 +230,12 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def main(path: str, as_json: bool) -> int:
-    """``fpvm ignition show FILE [--json]``."""
-    config, problems = _read(path)
+    """``fpvm ignition show FILE [--json]``; FILE ``-`` is standard input."""
+    try:
+        config, problems = _read(path)
+    except _Unreadable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNREADABLE
     if config is None:
         return _invalid(path, problems)
     actions, problems = _plan(config, None, fetch_remote=False)
@@ -200,7 +251,11 @@ def main(path: str, as_json: bool) -> int:
 
 def plan_main(config_path: str, root: str | None, as_json: bool) -> int:
     """``fpvm guest plan --config FILE [--root DIR] [--json]``."""
-    config, problems = _read(config_path)
+    try:
+        config, problems = _read(config_path)
+    except _Unreadable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNREADABLE
     if config is None:
         return _invalid(config_path, problems)
     actions, problems = _plan(config, root, fetch_remote=True)

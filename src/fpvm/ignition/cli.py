@@ -22,13 +22,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction
     validate = cmds.add_parser(
         "validate",
         help="check configs like upstream ignition-validate",
-        description="Exit 0 when every FILE is valid (warnings go to stderr), 1 when any is invalid, "
-        "2 for usage errors or unreadable files. Use - for standard input.",
+        description="Check each FILE (- for standard input) as upstream ignition-validate does and print "
+        "a verdict per file (FILE: valid / FILE: invalid (N errors)) followed by its errors and warnings; "
+        "where upstream's wording names Go types, a plain hint follows. Exit status: 0 when every FILE "
+        "is valid, 1 when any is invalid, 2 for usage errors or a FILE that cannot be read.",
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.add_argument("--json", action="store_true", help="one JSON object per file and line on stdout")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="config file, or - for standard input")
+    output = validate.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="one JSON object per file and line on stdout (default: text)"
+    )
+    output.add_argument("-q", "--quiet", action="store_true", help="print nothing: the exit status only")
     validate.set_defaults(func=run_validate)
     return cmds
+
+
+# Exit status for a FILE that cannot be read (missing, a directory, no permission), both commands.
+EXIT_UNREADABLE = 2
 
 
 def _read(name: str) -> bytes:
@@ -36,6 +46,37 @@ def _read(name: str) -> bytes:
         return sys.stdin.buffer.read()
     with open(name, "rb") as fh:
         return fh.read()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def verdict(name: str, report: Any) -> list[str]:
+    """``FILE: valid`` / ``FILE: invalid (N errors)``, then one indented line per finding (and hint)."""
+    from fpvm.ignition.hints import hint
+
+    errors, warnings = report.errors, report.warnings
+    counts = [_plural(len(errors), "error")] if errors else []
+    counts += [_plural(len(warnings), "warning")] if warnings else []
+    state = "valid" if report.valid else "invalid"
+    lines = [f"{name}: {state}" + (f" ({', '.join(counts)})" if counts else "")]
+    for entry in [*errors, *warnings]:
+        lines.append(f"  {entry.kind}: {entry.path}: {entry.message}")
+        plain = hint(entry.path, entry.message)
+        if plain:
+            lines.append(f"    hint: {plain}")
+    return lines
+
+
+def _finding(entry: Any) -> dict[str, str]:
+    from fpvm.ignition.hints import hint
+
+    out = {"path": entry.path, "message": entry.message}
+    plain = hint(entry.path, entry.message)
+    if plain:
+        out["hint"] = plain
+    return out
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -49,26 +90,24 @@ def run_validate(args: argparse.Namespace) -> int:
             data = _read(name)
         except OSError as exc:
             reason = f"cannot read: {exc.strerror or exc}"
-            print(f"{name}: {reason}", file=sys.stderr)
+            if not args.quiet:
+                print(f"{name}: {reason}", file=sys.stderr)
             if args.json:
                 error = {"path": "$", "message": reason}
                 print(json.dumps({"file": name, "valid": False, "errors": [error], "warnings": []}))
-            status = 2
+            status = EXIT_UNREADABLE
             continue
         report = check(data)
         if args.json:
             record = {
                 "file": name,
                 "valid": report.valid,
-                "errors": [{"path": e.path, "message": e.message} for e in report.errors],
-                "warnings": [{"path": e.path, "message": e.message} for e in report.warnings],
+                "errors": [_finding(e) for e in report.errors],
+                "warnings": [_finding(e) for e in report.warnings],
             }
             print(json.dumps(record, ensure_ascii=True))
-        else:
-            for entry in report.errors:
-                print(f"{name}: {entry.path}: {entry.message}", file=sys.stderr)
-            for entry in report.warnings:
-                print(f"{name}: {entry.path}: warning: {entry.message}", file=sys.stderr)
+        elif not args.quiet:
+            print("\n".join(verdict(name, report)))
         if not report.valid and status == 0:
             status = 1
     return status

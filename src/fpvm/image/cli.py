@@ -68,9 +68,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     pu.add_argument("layout", type=Path, metavar="LAYOUT")
     pu.add_argument("refs", nargs="+", metavar="REF", help="docker://REGISTRY/NAME:TAG")
-    pu.add_argument("--tag", help="which tag of the layout to push (default: its only one)")
-    pu.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
-                    help="verify the registry's TLS certificate (default true; false also allows plain http)")
+    pu.add_argument("--tag", help="which tag of the layout to push (default: the layout's only tag)")
+    pu.add_argument("--tls-verify", choices=("true", "false"), default="true",
+                    help="verify the TLS certificate; false also allows plain http (default: true)")
     pu.set_defaults(func=_push)
 
 
@@ -97,14 +97,6 @@ def _overlay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
-
-
 def _package(args: argparse.Namespace) -> int:
     from fpvm.image import oci
 
@@ -127,7 +119,8 @@ def _push(args: argparse.Namespace) -> int:
     from fpvm.image import oci
 
     try:
-        pushed = oci.push(args.layout, args.refs, source_tag=args.tag, tls_verify=args.tls_verify)
+        verify = args.tls_verify == "true"
+        pushed = oci.push(args.layout, args.refs, source_tag=args.tag, tls_verify=verify)
     except oci.OciError as exc:
         sys.stderr.write(f"fpvm image push: error: {exc}\n")
         return 1

@@ -157,18 +157,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "zstd_level",
         19,
-        "zstd level (1-22): 19 is 13% smaller than 9 on image data, 3 is fastest",
+        "zstd level (1-22): 19 is 13%% smaller than 9 on image data, 3 is fastest",
         _zstd_level,
         metavar="N",
     ),
-    Setting("output_dir", ".", "where the image, its SHA256 file and the build log go", Path, metavar="DIR"),
+    Setting(
+        "output_dir",
+        ".",
+        "where the image, its SHA256 file and the build log go (default: the current directory, .)",
+        Path,
+        metavar="DIR",
+    ),
     Setting(
         "cache_dir", None, "where downloads are cached (default: $XDG_CACHE_HOME/fpvm)", Path, metavar="DIR"
     ),
     Setting(
         "image_size",
         4 << 30,
-        "size of the image (podman grows it on first start)",
+        "size of the image, e.g. 4g or 512m (default: 4g; podman grows it on first start)",
         _size_type,
         metavar="SIZE",
     ),
@@ -215,12 +221,17 @@ SETTINGS: tuple[Setting, ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Derive the ``fpvm build`` options from ``SETTINGS``."""
+    """Derive the ``fpvm build`` options from ``SETTINGS``.
+
+    Help texts are argparse format strings (``%%`` for a percent sign); a default the text does not
+    state is appended, so ``--help`` shows every default.
+    """
     for s in SETTINGS:
         if s.flag:
             parser.add_argument(s.option, dest=s.dest, action="store_true", help=s.help)
             continue
-        kwargs: dict[str, Any] = {"dest": s.dest, "default": s.default, "help": s.help}
+        text = s.help if s.default is None or "default" in s.help else f"{s.help} (default: %(default)s)"
+        kwargs: dict[str, Any] = {"dest": s.dest, "default": s.default, "help": text}
         if s.parse is not None:
             kwargs["type"] = s.parse
         if s.choices is not None:

@@ -151,9 +151,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--arch", type=arch.argparse_type, help="amd64 (x86_64) or aarch64 (arm64); default: host's"
     )
-    p.add_argument("--cpus", type=int, default=2)
-    p.add_argument("--memory", type=int, default=2048, metavar="MiB")
-    p.add_argument("--disk-size", type=int, default=20, metavar="GiB")
+    p.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default: %(default)s)")
+    p.add_argument(
+        "--memory", type=int, default=2048, metavar="MiB", help="memory in MiB (default: %(default)s)"
+    )
+    p.add_argument(
+        "--disk-size", type=int, default=20, metavar="GiB", help="disk size in GiB (default: %(default)s)"
+    )
     p.add_argument(
         "-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="share a host folder (9p)"
     )
@@ -174,20 +178,36 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="QEMU accelerator (default: auto: KVM on Linux, HVF on macOS, tried first; if it cannot run "
         "a VM here, TCG with a warning). kvm/hvf: an error when unusable. tcg: emulation, 10-50x slower",
     )
-    p.add_argument("--network", choices=("auto", "user", "gvproxy"), default="auto")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="how long to wait for Ready")
+    p.add_argument(
+        "--network",
+        choices=("auto", "user", "gvproxy"),
+        default="auto",
+        help="auto uses gvproxy when it is installed, else QEMU's user network (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for Ready (default: 300, or 1200 with TCG)",
+    )
     p.add_argument("--default", action="store_true", help="make fpvm-NAME podman's default connection")
     p.set_defaults(func=_guard(_start))
 
     p = m.add_parser("stop", help="power the machine off (ACPI, then quit QEMU after --timeout)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--timeout", type=float, default=60, metavar="SECONDS")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60,
+        metavar="SECONDS",
+        help="how long the guest may take to power off (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="quit QEMU at once")
     p.set_defaults(func=_guard(_stop))
 
     p = m.add_parser("ssh", help="log in to the machine (as root), or run a command there")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--user", default="root", help="root (default) or core; options go before NAME")
+    p.add_argument("--user", default="root", help="root or core; options go before NAME (default: root)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=_guard(_ssh))
 
@@ -196,7 +216,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=_guard(_console))
 
     p = m.add_parser("list", help="list machines")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_guard(_list))
 
     p = m.add_parser("inspect", help="show machines as JSON")
@@ -213,7 +233,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--config", metavar="JSON", help="the machine's JSON (default: podman's location)")
     p.add_argument(
-        "--wait", type=float, default=0, metavar="SECONDS", help="wait this long for the machine to start"
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait this long for the machine to start (default: 0, do not wait)",
     )
     p.add_argument("--no-attach", action="store_true", help="only add the console")
     p.set_defaults(func=_guard(_pm_console))
@@ -221,5 +245,5 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = pm.add_parser("doctor", help="check a podman machine's ssh port, ready socket and API socket")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--config", metavar="JSON", help="the machine's JSON (default: podman's location)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_guard(_pm_doctor))

@@ -177,10 +177,11 @@ def acquire(source: str, dest: Path) -> str:
         fmt = disk_format_of(head)
         if fmt is None:
             what = f"{kind}-compressed data" if kind else "this file"
+            example = "fpvm-RELEASE-amd64.raw.zst or -aarch64.raw.zst"
             raise MachineError(
                 f"image {source} is not a disk image: {what} has no partition table (MBR/GPT) and is not "
-                "qcow2. Use a FreeBSD VM image such as FreeBSD-15.0-RELEASE-amd64-BASIC-CLOUDINIT-ufs.raw.xz "
-                "or the fpvm image built with `fpvm build`."
+                f"qcow2. Use an fpvm image ({example}, made by `fpvm build`): "
+                "a stock FreeBSD image boots but has no fpvm agent, so it never becomes Ready."
             )
         try:
             _write_sparse(_Peeked(head, stream), dest)

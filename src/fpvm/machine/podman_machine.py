@@ -70,7 +70,7 @@ class PodmanMachine:
                 "provider is supported)"
             ) from None
         except OSError as exc:
-            raise MachineError(f"cannot read {path}: {exc}") from None
+            raise MachineError(f"cannot read {path}: {exc.strerror or exc}") from None
         if not raw.strip():
             raise MachineError(
                 f"{path} is empty: podman was interrupted while rewriting it; restore it from "

@@ -15,6 +15,7 @@ Standard library only; each command's module is imported only when it is run.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -33,6 +34,54 @@ COMMANDS: dict[str, str] = {
 USAGE = "usage: fpvm guest shim [--record FILE] [--root DIR] NAME [ARGS...]; NAME is one of: " + ", ".join(
     sorted(COMMANDS)
 )
+HELP = ("-h", "--help")
+
+
+def _doc(name: str) -> str:
+    """The shim's module docstring, as plain text (it is the user-facing description too)."""
+    doc = sys.modules[_runner(COMMANDS[name]).__module__].__doc__ or name
+    return doc.replace("``", "").strip()
+
+
+def help_parser() -> argparse.ArgumentParser:
+    """A parser that only renders help: ``main`` reads its words itself (they must reach the shim
+    untouched), but ``--help`` and tests/test_help.py see the same options and commands here."""
+    parser = argparse.ArgumentParser(
+        prog="fpvm guest shim",
+        description="Run one linux-compat command the FreeBSD way: what podman runs in its guest over "
+        f"ssh. The image's launchers in {LAUNCHER_DIR} call this; NAME ARGS... are passed on untouched.",
+        epilog="`fpvm guest shim NAME --help` says what NAME does on FreeBSD.",
+    )
+    parser.add_argument(
+        "--record",
+        metavar="FILE",
+        help="append the FreeBSD commands to FILE as JSON lines instead of running them "
+        "(default: run them)",
+    )
+    parser.add_argument(
+        "--root", metavar="DIR", default="/", help="where files are read and written (default: %(default)s)"
+    )
+    names = parser.add_subparsers(dest="name", metavar="NAME", title="shims (NAME)")
+    for name in sorted(COMMANDS):
+        doc = _doc(name)
+        shim = names.add_parser(
+            name,
+            help=doc.splitlines()[0],
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            prog=f"fpvm guest shim {name}",
+        )
+        shim.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help=f"{name}'s own arguments")
+    return parser
+
+
+def _help(argv: list[str]) -> int:
+    """``--help`` before NAME, or as NAME's first argument: print to stdout, exit 0."""
+    try:
+        help_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 def _runner(module: str) -> Callable[[Shim, list[str]], int]:
@@ -53,6 +102,8 @@ def _runner(module: str) -> Callable[[Shim, list[str]], int]:
 def main(argv: list[str]) -> int:
     """Run one linux-compat command; returns its exit status (2 for a usage error)."""
     args = list(argv)
+    if args[:1] and args[0] in HELP:
+        return _help(["--help"])
     record: str | None = None
     root = "/"
     while args and args[0].startswith("--"):
@@ -80,6 +131,8 @@ def main(argv: list[str]) -> int:
     if module is None:
         print(f"fpvm guest shim: unknown command {name!r}\n{USAGE}", file=sys.stderr)
         return 2
+    if rest[:1] and rest[0] in HELP:
+        return _help([name.rsplit("/", 1)[-1], "--help"])
     try:
         refuse_system_root(root)  # `/` only inside the fpvm VM (fpvm.guest.hostroot)
     except HostRootError as exc:
@@ -93,4 +146,4 @@ def main(argv: list[str]) -> int:
         shim.flush()
 
 
-__all__ = ["COMMANDS", "FPVM", "LAUNCHER_DIR", "launchers", "main"]
+__all__ = ["COMMANDS", "FPVM", "LAUNCHER_DIR", "help_parser", "launchers", "main"]
