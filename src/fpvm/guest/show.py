@@ -13,8 +13,9 @@ import sys
 from typing import Any
 
 from fpvm.guest.actions import Action
+from fpvm.guest.safetext import printable
 
-_ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+\[\d+\])")
+_ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+(?:\[\d+\])?)")
 _RANK = {"translate": 2, "apply": 1, "ignore": 0}
 
 
@@ -45,7 +46,7 @@ def _plan(config: Any, root: str | None, fetch_remote: bool) -> tuple[list[Actio
 def _invalid(path: str, problems: list[str]) -> int:
     print(f"{path}: invalid config:", file=sys.stderr)
     for p in problems:
-        print(f"  {p}", file=sys.stderr)
+        print(f"  {printable(p)}", file=sys.stderr)
     return 1
 
 
@@ -146,8 +147,8 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
             out["devices"].append(entry(f"$.storage.{section}[{i}]", path=f"{section}: {name}"))
     kargs = config.kernel_arguments
     for key, values in (("shouldExist", kargs.should_exist), ("shouldNotExist", kargs.should_not_exist)):
-        for i, arg in enumerate(values):
-            out["kernel arguments"].append(entry(f"$.kernelArguments.{key}[{i}]", path=f"{key}: {arg}"))
+        for arg in values:
+            out["kernel arguments"].append(entry(f"$.kernelArguments.{key}", path=f"{key}: {arg}"))
     return out
 
 
@@ -176,7 +177,7 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
             continue
         lines.append(f"{section.capitalize()}:")
         for item in items:
-            lines.append(f"  [{item['disposition']:9}] {_label(item)}")
+            lines.append(f"  [{item['disposition']:9}] {printable(_label(item))}")
             for note in item.get("notes", []):
                 lines.append(f"               {note}")
     return "\n".join(lines)
@@ -211,5 +212,5 @@ def plan_main(config_path: str, root: str | None, as_json: bool) -> int:
         return 0
     for a in actions:
         src = f"  ({a.source})" if a.source else ""
-        print(f"[{a.disposition:9}] {a.describe()}{src}")
+        print(printable(f"[{a.disposition:9}] {a.describe()}{src}"))
     return 0

@@ -17,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from fpvm.guest.compat.base import Shim
+from fpvm.guest.compat.base import Shim, run_guarded
 from fpvm.guest.compat.launchers import FPVM, LAUNCHER_DIR, launchers
 
 # command name -> module under fpvm.guest.compat with ``run(shim, args) -> int``
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     run: Callable[[Shim, list[str]], int] = importlib.import_module(f"fpvm.guest.compat.{module}").run
     shim = Shim.make(name.rsplit("/", 1)[-1], root=root, record=record)
     try:
-        return run(shim, rest)
+        return run_guarded(shim, run, rest)
     finally:
         shim.flush()
 
