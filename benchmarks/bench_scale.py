@@ -108,7 +108,8 @@ def main() -> int:
     linear = True
     try:
         cols = ("wall s", "CPU s", "us/item")
-        print(f"{'kind':18} {'items':>9} " + " ".join(f"{c:>8}" for c in cols) + f" {'peak RSS':>11} {'x CPU':>6}")
+        heads = " ".join(f"{c:>8}" for c in cols)
+        print(f"{'kind':18} {'items':>9} {heads} {'peak RSS':>11} {'x CPU':>6}")
         for kind in args.kinds.split(","):
             previous: tuple[int, float] | None = None
             kind_counts = counts + ([args.kargs_max] if kind == "kernel arguments" and args.kargs_max else [])
