@@ -120,11 +120,15 @@ def read_regular(path: str | os.PathLike[str], limit: int = MAX_READ, *, follow:
         os.close(fd)
 
 
-def append_regular(path: str | os.PathLike[str], data: bytes, mode: int = 0o640) -> None:
+def append_regular(
+    path: str | os.PathLike[str], data: bytes, mode: int = 0o640, *, single_link: bool = False
+) -> None:
     """Append ``data`` to the regular file ``path`` (created with ``mode`` if absent), a log's way.
 
     O_NOFOLLOW + O_NONBLOCK + a type check on the descriptor: a planted symlink, FIFO (which would
-    block a boot forever) or device at the path raises OSError instead of taking the data.
+    block a boot forever) or device at the path raises OSError instead of taking the data. With
+    ``single_link`` a file with other hard links is refused too (in a staged root its other name may
+    be outside the root).
     """
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | _nonblock()
     fd = os.open(path, flags, mode)
@@ -133,6 +137,8 @@ def append_regular(path: str | os.PathLike[str], data: bytes, mode: int = 0o640)
         if not stat.S_ISREG(st.st_mode):
             kind = _kind(st.st_mode)
             raise SpecialFileError(f"{os.fspath(path)}: not a regular file ({kind}); not written")
+        if single_link and st.st_nlink > 1:
+            raise SpecialFileError(f"{os.fspath(path)}: has {st.st_nlink} hard links; not written")
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

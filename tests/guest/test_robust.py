@@ -222,6 +222,17 @@ def test_hard_link_in_a_staged_root_does_not_carry_a_mode_change_outside(root: P
     assert out.status == 2 and "hard links" in text
 
 
+def test_hard_linked_log_in_a_staged_root_is_neither_written_nor_chmodded(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside-log"
+    outside.write_bytes(b"")
+    os.chmod(outside, 0o666)
+    os.link(outside, root / "var/log/fpvm.log")
+    cfg = minimal(storage={"files": [{"path": "/etc/motd", "contents": {"source": data_url(b"hi\n")}}]})
+    out, text = run(root, cfg)
+    assert out.status == 0 and "cannot write the log" in text and "hard links" in text
+    assert outside.read_bytes() == b"" and oct(outside.stat().st_mode & 0o777) == oct(0o666)
+
+
 def test_a_file_with_other_bytes_is_replaced_not_changed_through_its_link(root: Path, tmp_path: Path) -> None:
     """Different contents mean a new inode (rename): the outside name keeps its bytes and mode."""
     outside = tmp_path / "outside"

@@ -65,8 +65,12 @@ class Log:
         # An append-only log is appended to, not rewritten; O_NOFOLLOW keeps a planted symlink at the
         # log's path from sending the lines outside the root, O_NONBLOCK and a type check a FIFO there
         # from hanging the boot (fsutil.append_regular).
-        append_regular(host, ("\n".join(self.lines) + "\n").encode("utf-8", "replace"), 0o640)
-        root.set_attrs(LOG_FILE, 0o640, 0, 0)
+        data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
+        append_regular(host, data, 0o640, single_link=not root.is_live)
+        try:
+            root.set_attrs(LOG_FILE, 0o640, 0, 0)
+        except ValueError as exc:  # refused (a hard link in a staged root): callers handle OSError
+            raise OSError(str(exc)) from exc
         self.lines.clear()
 
 

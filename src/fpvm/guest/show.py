@@ -179,7 +179,7 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
         for item in items:
             lines.append(f"  [{item['disposition']:9}] {printable(_label(item))}")
             for note in item.get("notes", []):
-                lines.append(f"               {note}")
+                lines.append(f"               {printable(note)}")
     return "\n".join(lines)
 
 

@@ -96,7 +96,7 @@ class Shim:
             self.root.makeparents(LOG_FILE)
             # O_NOFOLLOW/O_NONBLOCK and a type check: a link, FIFO or device there is not written to.
             data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
-            append_regular(self.root.host(LOG_FILE), data, 0o640)
+            append_regular(self.root.host(LOG_FILE), data, 0o640, single_link=not self.root.is_live)
         except (OSError, ValueError):
             pass
         self.lines.clear()
