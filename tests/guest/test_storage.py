@@ -28,6 +28,7 @@ def _apply(root: Path, cfg: dict[str, Any]) -> Any:
     ctx = make_context(str(root), record=str(root.parent / "rec.jsonl"))
     actions = build_plan(parse(json.dumps(cfg).encode()), PlanOptions(root=ctx.root))
     changed = [a.apply(ctx) for a in actions]
+    ctx.state.save(ctx.root)  # the append record lives in the state, as in provision
     ctx.log.flush(ctx.root)
     return ctx, changed
 

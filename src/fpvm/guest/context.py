@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from fpvm.fsutil import append_regular
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
+from fpvm.guest.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
     from fpvm.guest.passwd import Accounts
@@ -34,6 +35,8 @@ class Log:
         self.errors = 0
 
     def _add(self, level: str, msg: str) -> None:
+        # One entry, one line, no terminal control: config-made strings (paths, names) are escaped.
+        msg = printable(msg, MAX_SHOWN)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.lines.append(f"{stamp} {level} {msg}")
         if self.echo is not None:
@@ -60,11 +63,14 @@ class Log:
         except ValueError as exc:  # an unsafe path (planted link): callers handle OSError
             raise OSError(str(exc)) from exc
         # An append-only log is appended to, not rewritten; O_NOFOLLOW keeps a planted symlink at the
-        # log's path from sending the lines outside the root.
-        fd = os.open(host, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(self.lines) + "\n")
-        root.set_attrs(LOG_FILE, 0o640, 0, 0)
+        # log's path from sending the lines outside the root, O_NONBLOCK and a type check a FIFO there
+        # from hanging the boot (fsutil.append_regular).
+        data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
+        append_regular(host, data, 0o640, single_link=not root.is_live)
+        try:
+            root.set_attrs(LOG_FILE, 0o640, 0, 0)
+        except ValueError as exc:  # refused (a hard link in a staged root): callers handle OSError
+            raise OSError(str(exc)) from exc
         self.lines.clear()
 
 

@@ -27,8 +27,10 @@ import sys
 import time
 from typing import Any, TextIO
 
+from fpvm.fsutil import sha256_hex
 from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
 from fpvm.guest.runner import CommandError, Runner
+from fpvm.guest.safetext import MAX_SHOWN, printable
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -51,32 +53,26 @@ class Outcome:
         self.warning_lines: list[str] = []
 
     def summary(self, root: str, record: str | None) -> str:
+        """The lines the boot step and ``fpvm guest provision`` print: every config-made string escaped."""
+
+        def esc(text: str) -> str:
+            return printable(text, MAX_SHOWN)
+
         if self.status == EXIT_INVALID:
-            return "fpvm: invalid config, nothing applied:\n" + "\n".join(f"  {p}" for p in self.problems)
-        verb = "recorded to " + record if record else "run"
+            problems = "\n".join(f"  {esc(p)}" for p in self.problems)
+            return "fpvm: invalid config, nothing applied:\n" + problems
+        verb = "recorded to " + esc(record) if record else "run"
         lines = [
-            f"fpvm: provisioned {root}: {self.total} actions, {len(self.changed)} changed, "
+            f"fpvm: provisioned {esc(root)}: {self.total} actions, {len(self.changed)} changed, "
             f"{len(self.skipped)} skipped (Linux-only), {len(self.failed)} failed, {self.warnings} warnings; "
             f"{len(self.commands)} commands {verb}"
         ]
-        lines += [f"  changed: {c}" for c in self.changed[:SUMMARY_LINES]]
+        lines += [f"  changed: {esc(c)}" for c in self.changed[:SUMMARY_LINES]]
         if len(self.changed) > SUMMARY_LINES:
             lines.append(f"  ... and {len(self.changed) - SUMMARY_LINES} more (see {REPORT_FILE})")
-        lines += [f"  warning: {w}" for w in self.warning_lines[:SUMMARY_LINES]]
-        lines += [f"  FAILED: {d}: {e}" for d, e in self.failed]
+        lines += [f"  warning: {esc(w)}" for w in self.warning_lines[:SUMMARY_LINES]]
+        lines += [f"  FAILED: {esc(d)}: {esc(e)}" for d, e in self.failed]
         return "\n".join(lines)
-
-
-def sha256_hex(data: bytes) -> str:
-    """sha256 without importing hashlib, which loads OpenSSL (milliseconds on every boot)."""
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # CPython 3.11
-    except ImportError:
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.12+
-        except ImportError:
-            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
-    return str(sha256(data).hexdigest())
 
 
 def load_config(data: bytes, budget: Any = None) -> tuple[Any, list[str]]:
@@ -203,7 +199,7 @@ def provision(
         try:
             ctx.log.flush(ctx.root)
         except OSError as exc:
-            print(f"fpvm: cannot write the log: {exc}", file=sys.stderr)
+            print(f"fpvm: cannot write the log: {printable(str(exc), MAX_SHOWN)}", file=sys.stderr)
     out.commands = list(ctx.commands)
     out.warnings = ctx.log.warnings
     if out.failed:

@@ -31,6 +31,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
     from fpvm.guest.configsource import FwCfgDevice, Probe
@@ -270,7 +271,7 @@ def boot(
         try:
             ctx.log.flush(ctx.root)
         except OSError as exc:
-            print(f"fpvm: cannot write the log: {exc}", file=sys.stderr)
+            print(f"fpvm: cannot write the log: {printable(str(exc), MAX_SHOWN)}", file=sys.stderr)
 
 
 __all__ = [

@@ -27,9 +27,10 @@ import contextlib
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 
-from fpvm.fsutil import atomic_write, fsync_dir, fsync_path
+from fpvm.fsutil import atomic_write, clean_stale_temps, fsync_dir, fsync_path, read_regular
 
 MAX_SYMLINKS = 40
 
@@ -73,6 +74,10 @@ class RootFS:
         # Host paths (files and directories) whose fsync is deferred to ``sync_deferred``; None while
         # every write is made durable on the spot.
         self._deferred: set[str] | None = None
+        # Stale temporary files (a run killed mid-write) are removed once per directory written to;
+        # only files older than this RootFS, so a concurrent writer's are left alone (fsutil).
+        self._started = time.time()
+        self._cleaned: set[str] = set()
 
     # -- durability ------------------------------------------------------------------------------
     def defer_sync(self) -> None:
@@ -210,8 +215,7 @@ class RootFS:
         """Contents of a regular file (symlinks followed inside the root), or None when absent."""
         try:
             host = self.host_str(guest_path, follow_last=True)
-            with open(host, "rb") as fh:
-                return fh.read()
+            return read_regular(host)  # bounded; a FIFO/device raises instead of hanging or filling memory
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
@@ -271,9 +275,10 @@ class RootFS:
         _not_root(guest_path)
         self.makeparents(guest_path)
         host = self._node(guest_path)
+        self._clean_temps(os.path.dirname(host))
         st = _lstat(host)
         if st is not None and stat.S_ISREG(st.st_mode):
-            same = _read(host) == data
+            same = st.st_size == len(data) and _read(host) == data
             if same:
                 return self.set_attrs(guest_path, mode, uid, gid)
         if st is not None and stat.S_ISDIR(st.st_mode):
@@ -314,6 +319,7 @@ class RootFS:
         host = self._node(guest_path)
         st = os.lstat(host)
         changed = False
+        _check_links(self, guest_path, st, mode, uid, gid)
         want_uid = st.st_uid if uid is None else uid
         want_gid = st.st_gid if gid is None else gid
         if self.can_chown and (st.st_uid, st.st_gid) != (want_uid, want_gid):
@@ -338,6 +344,7 @@ class RootFS:
         _not_root(guest_path)
         self.makeparents(guest_path)
         host = Path(self._node(guest_path))
+        self._clean_temps(host.parent)
         st = _lstat(host)
         if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(host) == target:
             return self.set_attrs(guest_path, None, uid, gid)
@@ -360,6 +367,7 @@ class RootFS:
         src = self._node(target)
         self.makeparents(guest_path)
         host = Path(self._node(guest_path))
+        self._clean_temps(host.parent)
         st = _lstat(host)
         src_st = os.lstat(src)
         if st is not None and (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino):
@@ -386,6 +394,13 @@ class RootFS:
         self._durable("", host.parent)
         return True
 
+    def _clean_temps(self, directory: str | os.PathLike[str]) -> None:
+        """Remove what a killed earlier run left in ``directory`` (once per directory and run)."""
+        key = os.fspath(directory)
+        if key not in self._cleaned:
+            self._cleaned.add(key)
+            clean_stale_temps(key, self._started)
+
     def _chown(self, host: str | Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
         if not self.can_chown or (uid is None and gid is None):
             return
@@ -404,5 +419,25 @@ def _lstat(host: str | Path) -> os.stat_result | None:
 
 
 def _read(host: str | Path) -> bytes:
-    with open(host, "rb") as fh:
-        return fh.read()
+    return read_regular(host)
+
+
+def _check_links(
+    fs: RootFS, guest_path: str, st: os.stat_result, mode: int | None, uid: int | None, gid: int | None
+) -> None:
+    """Refuse a mode/owner change of a multiply linked file in a staged root.
+
+    A hard link planted in a staged root (its other name outside the root) would carry the change out
+    of the root. On the live system every name is inside the root, so only staged roots refuse.
+    """
+    if fs.is_live or stat.S_ISDIR(st.st_mode) or st.st_nlink <= 1:
+        return
+    wants_mode = mode is not None and not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode
+    wants_owner = fs.can_chown and (
+        (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid)
+    )
+    if wants_mode or wants_owner:
+        raise UnsafePathError(
+            f"{guest_path!r} has {st.st_nlink} hard links; its mode/owner is not changed in a staged root "
+            "(another name may be outside the root)"
+        )

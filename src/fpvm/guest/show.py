@@ -13,8 +13,9 @@ import sys
 from typing import Any
 
 from fpvm.guest.actions import Action
+from fpvm.guest.safetext import printable
 
-_ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+\[\d+\])")
+_ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+(?:\[\d+\])?)")
 _RANK = {"translate": 2, "apply": 1, "ignore": 0}
 # Printed once at the top of ``show``: what the three marks mean.
 LEGEND = (
@@ -68,7 +69,7 @@ def _invalid(path: str, problems: list[str]) -> int:
 
     print(f"{path}: invalid config:", file=sys.stderr)
     for p in problems:
-        print(f"  {p}", file=sys.stderr)
+        print(f"  {printable(p)}", file=sys.stderr)
         where, _, message = p.partition(": ")
         plain = hint(where, message) if where.startswith("$") else None
         if plain:
@@ -192,8 +193,8 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
             out["devices"].append(entry(f"$.storage.{section}[{i}]", path=f"{section}: {name}"))
     kargs = config.kernel_arguments
     for key, values in (("shouldExist", kargs.should_exist), ("shouldNotExist", kargs.should_not_exist)):
-        for i, arg in enumerate(values):
-            out["kernel arguments"].append(entry(f"$.kernelArguments.{key}[{i}]", path=f"{key}: {arg}"))
+        for arg in values:
+            out["kernel arguments"].append(entry(f"$.kernelArguments.{key}", path=f"{key}: {arg}"))
     return out
 
 
@@ -223,9 +224,9 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
             continue
         lines.append(f"{section.capitalize()}:")
         for item in items:
-            lines.append(f"  [{item['disposition']:9}] {_label(item)}")
+            lines.append(f"  [{item['disposition']:9}] {printable(_label(item))}")
             for note in item.get("notes", []):
-                lines.append(f"               {note}")
+                lines.append(f"               {printable(note)}")
     return "\n".join(lines)
 
 
@@ -266,5 +267,5 @@ def plan_main(config_path: str, root: str | None, as_json: bool) -> int:
         return 0
     for a in actions:
         src = f"  ({a.source})" if a.source else ""
-        print(f"[{a.disposition:9}] {a.describe()}{src}")
+        print(printable(f"[{a.disposition:9}] {a.describe()}{src}"))
     return 0

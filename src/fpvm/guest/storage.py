@@ -8,14 +8,17 @@ re-applies its config at every boot:
 * ``overwrite: true`` replaces whatever is at the path; with ``overwrite: false`` an existing node that
   differs is *kept* and a warning says so (Ignition would fail the boot instead; an agent that runs at
   every boot must not, and must not clobber what the administrator changed since);
-* ``append`` fragments are added once: a fragment the file already contains is not added again, so a
-  second run changes nothing.
+* ``append`` fragments are added once per file: the agent records (sha256 of each fragment, per path,
+  in ``/var/db/fpvm/state.json``) what it appended and adds only fragments it has no record of, so a
+  second run changes nothing and a changed fragment is appended (the earlier text stays). A file
+  written afresh (absent, or replaced by ``overwrite`` + ``contents``) gets every fragment again.
 
 The mapping table is ``classify``; ``fpvm ignition show`` and ``fpvm guest plan`` use the same code.
 """
 
 from __future__ import annotations
 
+import os
 import stat
 from typing import TYPE_CHECKING, Any
 
@@ -255,10 +258,10 @@ class FileAction(_Node):
                 ctx.log.warn(f"{self.path}: exists with other contents and overwrite is false; left as is")
                 return False
             base = current
-        data = base
-        for fragment in self.append:
-            if fragment and fragment not in data:
-                data += fragment
+        # A file written afresh (absent, or replaced by overwrite + contents) gets every fragment;
+        # otherwise only the fragments the record says were never appended to it.
+        fresh = current is None or (self.overwrite and self.contents is not None)
+        data, record = _append_fragments(ctx, self.path, base, self.append, fresh)
         if st is not None and not exists_regular:
             fs.remove(self.path)
         mode = (
@@ -266,7 +269,54 @@ class FileAction(_Node):
             if self.mode is not None
             else (stat.S_IMODE(st.st_mode) if exists_regular and st else 0o644)
         )
-        return fs.write(self.path, data, mode, uid, gid)
+        changed = fs.write(self.path, data, mode, uid, gid)
+        if record is not None:
+            _appended(ctx)[self.path] = record  # only once the bytes are written
+        return changed
+
+
+APPENDED = "appended"  # state.json key: guest path -> sha256 of each fragment fpvm appended there
+
+
+def _appended(ctx: ApplyContext) -> dict[str, list[str]]:
+    """The agent's record of appended fragments (kept in the state, /var/db/fpvm/state.json)."""
+    record = ctx.state.get(APPENDED)
+    if not isinstance(record, dict):
+        record = {}
+        ctx.state.set(APPENDED, record)
+    return record
+
+
+def _append_fragments(
+    ctx: ApplyContext, path: str, base: bytes, fragments: list[bytes], fresh: bool
+) -> tuple[bytes, list[str] | None]:
+    """(new contents, new record for ``path`` or None when unchanged).
+
+    Idempotence comes from the record, not from searching the file: a fragment that merely occurs in
+    the file (``pre-existing`` holds ``exist``) is still appended once, and a fragment is never
+    appended twice to the same file. A changed fragment is a new fragment: it is appended, the text
+    appended before stays (fpvm does not edit what is already there). Each fragment counts once per
+    occurrence in the config (``[A, A]`` appends A twice, as Ignition does).
+    """
+    fragments = [f for f in fragments if f]
+    if not fragments:
+        return base, None
+    from fpvm.fsutil import sha256_hex
+
+    known = _appended(ctx).get(path)
+    before = [] if fresh or not isinstance(known, list) else [str(h) for h in known]
+    unmatched = list(before)
+    added: list[str] = []
+    data = base
+    for fragment in fragments:
+        digest = sha256_hex(fragment)
+        if digest in unmatched:
+            unmatched.remove(digest)
+            continue
+        data += fragment
+        added.append(digest)
+    record = before + added
+    return data, (record if record != known else None)
 
 
 class DirectoryAction(_Node):
@@ -342,8 +392,10 @@ class LinkAction(_Node):
         if self.path == LOCALTIME:
             zone = self.target if self.target.startswith("/") else "/etc/" + self.target
             try:
-                present = fs.read_bytes(zone) is not None
-            except ValueError:
+                # Only whether a zone file is there: never read it (a link to /dev/zero, a FIFO).
+                zst = os.stat(fs.host_str(zone, follow_last=True), follow_symlinks=False)
+                present = stat.S_ISREG(zst.st_mode)
+            except (OSError, ValueError):
                 present = False
             if not present:
                 ctx.log.warn(f"{self.path}: time zone file {self.target} is not in the root")

@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from fpvm.guest.compat.base import Shim
+from fpvm.guest.compat.base import Shim, run_guarded
 from fpvm.guest.compat.launchers import FPVM, LAUNCHER_DIR, launchers
 from fpvm.guest.hostroot import HostRootError, refuse_system_root
 
@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
     run = _runner(module)
     shim = Shim.make(name.rsplit("/", 1)[-1], root=root, record=record)
     try:
-        return run(shim, rest)
+        return run_guarded(shim, run, rest)
     finally:
         shim.flush()
 

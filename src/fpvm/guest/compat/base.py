@@ -11,11 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 
+from fpvm.fsutil import append_regular
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
+from fpvm.guest.safetext import MAX_SHOWN, printable
 
 TYPE_CHECKING = False  # not typing's: a shim does not need typing at run time (mypy knows the name)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import TextIO
 
 LOG_FILE = "/var/log/fpvm.log"
@@ -54,7 +57,10 @@ class Shim:
 
     def _log(self, level: str, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.lines.append(f"{stamp} {level} linux-compat {self.name}: {msg}")
+        self.lines.append(f"{stamp} {level} linux-compat {self.name}: {printable(msg, MAX_SHOWN)}")
+
+    def _show(self, msg: str) -> None:
+        print(f"{self.name}: {printable(msg, MAX_SHOWN)}", file=self.err)
 
     def info(self, msg: str) -> None:
         """A log line only (success paths stay quiet for podman)."""
@@ -63,12 +69,12 @@ class Shim:
     def note(self, msg: str) -> None:
         """A log line that is also shown: something was asked that FreeBSD does not do."""
         self._log("INFO", msg)
-        print(f"{self.name}: {msg}", file=self.err)
+        self._show(msg)
 
     def error(self, msg: str) -> int:
         """Log and show an error; returns the exit status 1 for ``return shim.error(...)``."""
         self._log("ERROR", msg)
-        print(f"{self.name}: {msg}", file=self.err)
+        self._show(msg)
         return 1
 
     def run(self, argv: Sequence[str], *, check: bool = False, input: bytes | None = None) -> Result:
@@ -88,8 +94,36 @@ class Shim:
             return
         try:
             self.root.makeparents(LOG_FILE)
-            with open(self.root.host(LOG_FILE), "a", encoding="utf-8") as fh:
-                fh.write("\n".join(self.lines) + "\n")
+            # O_NOFOLLOW/O_NONBLOCK and a type check: a link, FIFO or device there is not written to.
+            data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
+            append_regular(self.root.host(LOG_FILE), data, 0o640, single_link=not self.root.is_live)
         except (OSError, ValueError):
             pass
         self.lines.clear()
+
+
+def os_error_text(exc: OSError) -> str:
+    """One short line for an OSError: its message and the (shortened) file name, not a traceback."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    name = exc.filename
+    if name is None:
+        return what
+    return f"{printable(str(name), 200)}: {what}"
+
+
+def run_guarded(shim: Shim, run: Callable[[Shim, list[str]], int], args: list[str]) -> int:
+    """``run(shim, args)`` with every OS error (and refused path) turned into one line and exit 1.
+
+    The shims run as root for podman; no input (a 100 000-byte path, a FIFO, a device) may end in a
+    traceback. Usage errors stay exit 2 (the caller's), everything the system refuses is exit 1.
+    """
+    try:
+        return run(shim, args)
+    except OSError as exc:
+        return shim.error(os_error_text(exc))
+    except (ValueError, UnicodeError) as exc:  # UnsafePathError and friends: a refused path
+        return shim.error(str(exc))
+    except RecursionError:
+        return shim.error("input too deeply nested")
+    except MemoryError:
+        return shim.error("input too large")

@@ -129,6 +129,8 @@ def run(shim: Shim, args: list[str]) -> int:
                 raise MountError(f"mount point {req.target} does not exist (create it first: mkdir -p)")
         except UnsafePathError as exc:
             raise MountError(str(exc)) from None
+        except OSError as exc:  # a name too long for the system, a parent that cannot be searched
+            raise MountError(f"mount point {req.target}: {exc.strerror or exc}") from None
         mount_now(req, shim.runner)
     except MountError as exc:
         return shim.error(str(exc))

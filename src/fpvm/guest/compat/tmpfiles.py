@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import shlex
 
-from fpvm.guest.compat.base import Shim
+from fpvm.fsutil import read_regular
+from fpvm.guest.compat.base import Shim, os_error_text
 from fpvm.guest.rootfs import UnsafePathError
 
 TMPFILES_D = "/etc/tmpfiles.d"
+MAX_CONF = 1024 * 1024  # bytes of one tmpfiles.d file read (podman's is one line)
+MAX_CONFS = 1000  # *.conf files looked at in /etc/tmpfiles.d
 
 
 def freebsd_path(path: str) -> str:
@@ -61,17 +64,27 @@ def run(shim: Shim, args: list[str]) -> int:
             host_dir = shim.root.host(TMPFILES_D, follow_last=True)
         except UnsafePathError as exc:
             return shim.error(str(exc))
-        names = sorted(p.name for p in host_dir.glob("*.conf")) if host_dir.is_dir() else []
-        paths = [f"{TMPFILES_D}/{n}" for n in names]
+        try:
+            names = sorted(p.name for p in host_dir.glob("*.conf")) if host_dir.is_dir() else []
+        except OSError as exc:
+            return shim.error(f"{TMPFILES_D}: {os_error_text(exc)}")
+        if len(names) > MAX_CONFS:
+            shim.note(f"{TMPFILES_D}: {len(names)} files; only the first {MAX_CONFS} are read")
+        paths = [f"{TMPFILES_D}/{n}" for n in names[:MAX_CONFS]]
     status = 0
     for conf in paths:
         try:
-            text = shim.root.read_text(conf)
-        except (UnsafePathError, OSError) as exc:
+            # Bounded, and never a FIFO or device (/dev/zero would be read until memory runs out).
+            raw = read_regular(shim.root.host_str(conf, follow_last=True), MAX_CONF)
+            text = raw.decode("utf-8", "replace")
+        except FileNotFoundError:
+            status = shim.error(f"{conf}: No such file")
+            continue
+        except UnsafePathError as exc:
             status = shim.error(f"{conf}: {exc}")
             continue
-        if text is None:
-            status = shim.error(f"{conf}: No such file")
+        except OSError as exc:
+            status = shim.error(f"{conf}: {exc.strerror if exc.filename else exc}")
             continue
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
