@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the podman fixtures live, and the repository root."""
+"""Fixtures every area's tests share. Constants live in importable helper modules (podman_fixtures.py):
+several folders have a conftest.py of their own, so ``from conftest import`` would pick the wrong one."""
 
 from __future__ import annotations
 
@@ -6,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-# Captured podman output (data) lives in the repository: a fresh clone needs nothing beside it.
-FIXTURES = REPO / "tests" / "fixtures"
-PODMAN_IGNITION = FIXTURES / "podman-ignition"
-PODMAN_CAPTURE = FIXTURES / "podman-4.3.1-qemu-capture"
-
-
-def podman_ignition_configs() -> list[Path]:
-    """Every Ignition config podman produced: per-version fixtures plus the 4.3.1 capture."""
-    return [*sorted(PODMAN_IGNITION.glob("*.ign")), PODMAN_CAPTURE / "machine.ign"]
+from podman_fixtures import FIXTURES
 
 
 @pytest.fixture(scope="session")

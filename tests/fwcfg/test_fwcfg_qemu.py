@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from fwcfg_qemu import FIXTURE_PREFIX, Qemu, ignition_not_in_repo, start_qemu, stop_qemu
 
-from conftest import podman_ignition_configs
 from fpvm.contract import FWCFG_CONFIG as COREOS_CONFIG
 from fpvm.fwcfg import (
     EntryNotFoundError,
@@ -25,6 +24,7 @@ from fpvm.fwcfg import (
     protocol,
 )
 from fpvm.fwcfg.protocol import RegisterDevice
+from podman_fixtures import podman_ignition_configs
 
 pytestmark = pytest.mark.slow
 

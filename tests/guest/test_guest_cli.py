@@ -9,7 +9,7 @@ from pathlib import Path
 
 from guestcore_staging import REPO, make_root, run_fpvm
 
-from conftest import PODMAN_CAPTURE
+from podman_fixtures import PODMAN_CAPTURE
 
 
 def test_shim_gets_every_word_after_shim(tmp_path: Path) -> None:

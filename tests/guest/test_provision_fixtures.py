@@ -33,7 +33,7 @@ from guestcore_staging import (
 )
 from pw_synopsis import check_pw_argv
 
-from conftest import PODMAN_CAPTURE, podman_ignition_configs
+from podman_fixtures import PODMAN_CAPTURE, podman_ignition_configs
 
 CONFIGS = podman_ignition_configs()
 IS_ROOT = os.geteuid() == 0

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from guestcore_staging import make_root, minimal, provision, run_fpvm, write_config
 
-from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 from fpvm.guest.show import LEGEND
+from podman_fixtures import PODMAN_CAPTURE, PODMAN_IGNITION
 
 
 def test_show_readable_marks_each_item() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PODMAN_CAPTURE, podman_ignition_configs
+from podman_fixtures import PODMAN_CAPTURE, podman_ignition_configs
 
 GOOD = b'{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/a","mode":2541}]},"extra":1}'
 BAD = b'{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"a"}],"links":[{"path":"/l"}]}}'

@@ -35,10 +35,10 @@ from integration_support import (
     stop,
 )
 
-from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 from fpvm.guest import apisocket, compat, rcd
 from fpvm.image import recipe
 from fpvm.machine import connection
+from podman_fixtures import PODMAN_CAPTURE, PODMAN_IGNITION
 
 ARCHES = ("amd64", "aarch64")
 CONFIGS = {

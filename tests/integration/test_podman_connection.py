@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from integration_support import add_freebsd_base, fpvm, resolve_in_root, shell_value
 
-from conftest import PODMAN_CAPTURE
 from fpvm.guest import apisocket, ready
 from fpvm.machine import connection
 from fpvm.machine import ignition as machine_ignition
 from fpvm.machine.podman_machine import PodmanMachine
 from fpvm.machine.state import Machine, Paths
+from podman_fixtures import PODMAN_CAPTURE
 
 
 def a_machine(port: int = 2222) -> Machine:

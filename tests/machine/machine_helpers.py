@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from conftest import PODMAN_CAPTURE, PODMAN_IGNITION
 from fpvm.machine import cli
+from podman_fixtures import PODMAN_CAPTURE, PODMAN_IGNITION
 
 HERE = Path(__file__).resolve().parent
 # The one stand-in QEMU (its docstring lists what it plays); the podman contract tests use it too.
