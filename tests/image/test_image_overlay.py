@@ -27,9 +27,10 @@ def _stub_rc() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     return {"fpvm": RC_STUB}, {"fpvm": {"fpvm_enable": "YES"}}
 
 
-def _tree(tmp_path: Path, arch: str, release: recipe.Release = RELEASE_15) -> Path:
+def _tree(tmp_path: Path, arch: str, release: recipe.Release = RELEASE_15, fs: str = "ufs") -> Path:
+    """The overlay with stub guest pieces; UFS unless asked (tests/image/test_image_zfs.py has ZFS's)."""
     root = tmp_path / arch
-    items = overlay.entries(arch, release, "fpvm", guest_rc=_stub_rc, compat=lambda: COMPAT_STUB)
+    items = overlay.entries(arch, release, "fpvm", guest_rc=_stub_rc, compat=lambda: COMPAT_STUB, fs=fs)
     overlay.write(root, items)
     return root
 
@@ -45,11 +46,13 @@ def _assignments(path: Path) -> dict[str, str]:
     return values
 
 
+@pytest.mark.parametrize("fs", ["ufs", "zfs"])
 @pytest.mark.parametrize("arch", ["amd64", "aarch64"])
-def test_rc_scripts_parse_with_sh(tmp_path: Path, arch: str) -> None:
-    root = _tree(tmp_path, arch)
+def test_rc_scripts_parse_with_sh(tmp_path: Path, arch: str, fs: str) -> None:
+    root = _tree(tmp_path, arch, fs=fs)
     scripts = sorted((root / "usr/local/etc/rc.d").iterdir())
-    assert [p.name for p in scripts] == ["fpvm", "fpvm_growfs"]
+    expected = ["fpvm", "fpvm_arc", "fpvm_growfs"] if fs == "zfs" else ["fpvm", "fpvm_growfs"]
+    assert [p.name for p in scripts] == expected
     for script in scripts:
         assert os.access(script, os.X_OK)
         result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
@@ -349,7 +352,7 @@ def test_real_guest_scripts_and_launchers(tmp_path: Path) -> None:
     overlay.write(root, overlay.entries("amd64"))
     rc_dir = root / "usr/local/etc/rc.d"
     names = sorted(p.name for p in rc_dir.iterdir())
-    assert names == sorted([*rcd.SCRIPTS, "fpvm_growfs"])
+    assert names == sorted([*rcd.SCRIPTS, "fpvm_growfs", "fpvm_arc"])  # the default: zfs
     for script in [*rc_dir.iterdir(), *(root / "usr/local/libexec/fpvm/linux-compat").iterdir()]:
         assert os.access(script, os.X_OK), script
         result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
@@ -364,3 +367,4 @@ def test_real_guest_scripts_and_launchers(tmp_path: Path) -> None:
     assert (
         "fpvm" in growfs["BEFORE"] and "fpvm" in rcd.rcorder_header((rc_dir / "fpvm").read_text())["PROVIDE"]
     )
+    assert "fpvm" in rcd.rcorder_header((rc_dir / "fpvm_arc").read_text())["BEFORE"]

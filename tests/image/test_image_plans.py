@@ -46,7 +46,7 @@ def test_every_plan_ends_with_the_outputs(tmp_path: Path, method: str, arch: str
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_pkgbase_plan(tmp_path: Path, arch: str) -> None:
-    lines = _plan(tmp_path, "--method", "pkgbase", "--arch", arch)
+    lines = _plan(tmp_path, "--method", "pkgbase", "--arch", arch, "--fs", "ufs")  # zfs: test_image_zfs.py
     cmds = _commands(lines)
     pkg_installs = [c for c in cmds if c[0] == "pkg" and "install" in c]
     assert len(pkg_installs) == 2
@@ -140,7 +140,7 @@ def test_builder_vm_plan(tmp_path: Path, arch: str) -> None:
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_poudriere_plan(tmp_path: Path, arch: str) -> None:
-    lines = _plan(tmp_path, "--method", "poudriere", "--arch", arch)
+    lines = _plan(tmp_path, "--method", "poudriere", "--arch", arch, "--fs", "ufs")  # zfs: test_image_zfs.py
     cmds = _commands(lines)
     machine = {"amd64": "amd64.amd64", "aarch64": "arm64.aarch64"}[arch]
     jail = next(c for c in cmds if c[:3] == ["poudriere", "jail", "-i"])

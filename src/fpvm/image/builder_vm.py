@@ -119,6 +119,8 @@ def user_data(recipe: Recipe, wheel_name: str) -> str:
         recipe.hostname,
         "--image-size",
         str(recipe.image_size),
+        "--fs",
+        recipe.fs,
         "--format",
         "raw",
         "--compress",

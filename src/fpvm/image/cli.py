@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help=f"FreeBSD release (default {recipe.DEFAULT_RELEASE})",
     )
     ov.add_argument("--hostname", default="fpvm", metavar="NAME", help="guest host name (default fpvm)")
+    ov.add_argument(
+        "--fs", default=recipe.DEFAULT_FS, choices=recipe.FILESYSTEMS, help="root file system (default zfs)"
+    )
     ov.set_defaults(func=_overlay)
 
     pk = image_sub.add_parser(
@@ -85,7 +88,7 @@ def _overlay(args: argparse.Namespace) -> int:
 
     try:
         release = recipe.parse_release(args.release)
-        entries = overlay.entries(args.arch, release, args.hostname)
+        entries = overlay.entries(args.arch, release, args.hostname, fs=args.fs)
         changed = overlay.write(args.dir, entries)  # creates DIR; all or nothing; never this system's /
     except (recipe.RecipeError, overlay.OverlayError, OSError) as exc:
         sys.stderr.write(f"fpvm image overlay: error: {exc}\n")

@@ -92,13 +92,37 @@ FSTAB = b"""\
 fdesc\t\t\t/dev/fd\t\tfdescfs\trw\t\t0\t0
 """
 
-STORAGE_CONF = f"""\
-# fpvm: the root file system is UFS, so containers/storage uses its vfs driver.
-[storage]
-driver = "{rcp.STORAGE_DRIVER}"
-runroot = "/var/run/containers/storage"
-graphroot = "/var/db/containers/storage"
-""".encode()
+# ZFS: no line for "/" (vmimage.subr writes none for VMFS=zfs): the kernel mounts the pool's bootfs
+# and rc.d/zfs mounts the other datasets by their mountpoint property.
+FSTAB_ZFS = b"""\
+# fpvm: the root and the other file systems are datasets of the pool zroot (zfs list);
+# the ESP by GPT label (the partition name mkimg gives it).
+# Device\t\tMountpoint\tFStype\tOptions\t\tDump\tPass
+/dev/gpt/efiboot0\t/boot/efi\tmsdosfs\trw\t\t2\t2
+fdesc\t\t\t/dev/fd\t\tfdescfs\trw\t\t0\t0
+"""
+
+
+def storage_conf(fs: str) -> bytes:
+    """containers-storage.conf(5) as FreeBSD's podman port reads it (/usr/local/etc/containers).
+
+    UFS: the vfs driver (a full copy per layer and per container). ZFS: the zfs driver on the
+    containers dataset; ``fsname`` names it so the driver never guesses from the mount table.
+    """
+    driver = rcp.storage_driver(fs)
+    if fs == "zfs":
+        head = f"# fpvm: the root is the ZFS pool {rcp.ZFS_POOL}: each image layer is a dataset of "
+        head += f"{rcp.CONTAINERS_DATASET}\n# and each container a clone of its image, whatever its size.\n"
+    else:
+        head = "# fpvm: the root file system is UFS, so containers/storage uses its vfs driver.\n"
+    text = (
+        f'{head}[storage]\ndriver = "{driver}"\nrunroot = "/var/run/containers/storage"\n'
+        f'graphroot = "{rcp.CONTAINERS_MOUNT}/storage"\n'
+    )
+    if fs == "zfs":
+        text += f'\n[storage.options.zfs]\nfsname = "{rcp.CONTAINERS_DATASET}"\n'
+    return text.encode()
+
 
 GROWFS_RC = b"""\
 #!/bin/sh
@@ -128,6 +152,67 @@ fpvm_growfs_start()
 }
 
 load_rc_config growfs
+run_rc_command "$1"
+"""
+
+
+# The ARC cap (zfs only). vfs.zfs.arc.max is writable at run time (zfs(4), zfs_arc_max: "can be changed
+# dynamically"), so it is set from the memory this boot has -- podman machine set --memory changes that
+# without a new image, which a loader.conf value could not follow. It runs before containers start,
+# while the ARC holds only what the boot read (lowering the cap does not shrink a full ARC at once).
+ARC_RC = b"""\
+#!/bin/sh
+#
+# fpvm: cap the ZFS ARC at a share of this VM's memory, so that containers keep
+# the rest. zfs(4): vfs.zfs.arc.max (zfs_arc_max) can be changed at run time.
+
+# PROVIDE: fpvm_arc
+# REQUIRE: FILESYSTEMS
+# BEFORE: fpvm podman podman_service
+# KEYWORD: nojail
+
+. /etc/rc.subr
+
+name="fpvm_arc"
+desc="Cap the ZFS ARC from the memory size"
+rcvar="fpvm_arc_enable"
+start_cmd="fpvm_arc_start"
+stop_cmd=":"
+
+# fpvm_arc_size MEMORY: the cap in bytes: fpvm_arc_percent of MEMORY, at least
+# fpvm_arc_min_mib MiB, at most half of MEMORY (the cap must stay below all memory).
+fpvm_arc_size()
+{
+\tlocal mem pct min cap
+\tmem=$1
+\tpct=${fpvm_arc_percent:-25}
+\tmin=$(( ${fpvm_arc_min_mib:-256} * 1048576 ))
+\tcap=$(( mem / 100 * pct ))
+\tif [ "${cap}" -lt "${min}" ]; then
+\t\tcap=${min}
+\tfi
+\tif [ "${cap}" -gt $(( mem / 2 )) ]; then
+\t\tcap=$(( mem / 2 ))
+\tfi
+\techo "${cap}"
+}
+
+fpvm_arc_start()
+{
+\tlocal mem cap
+\tif ! sysctl -n vfs.zfs.arc.max >/dev/null 2>&1; then
+\t\treturn 0
+\tfi
+\tif [ -n "${fpvm_arc_max}" ]; then
+\t\tcap=${fpvm_arc_max}
+\telse
+\t\tmem=$(sysctl -n hw.physmem) || return 1
+\t\tcap=$(fpvm_arc_size "${mem}")
+\tfi
+\tsysctl vfs.zfs.arc.max="${cap}" >/dev/null
+}
+
+load_rc_config $name
 run_rc_command "$1"
 """
 
@@ -170,35 +255,43 @@ def entries(
     hostname: str = "fpvm",
     guest_rc: Callable[[], tuple[dict[str, str], dict[str, dict[str, str]]]] | None = None,
     compat: Callable[[], dict[str, str]] | None = None,
+    fs: str = rcp.DEFAULT_FS,
 ) -> list[Entry]:
-    """The whole overlay for ``arch``; ``guest_rc`` and ``compat`` default to the guest agent's own."""
+    """The whole overlay for ``arch`` and root file system ``fs`` (zfs or ufs).
+
+    ``guest_rc`` and ``compat`` default to the guest agent's own.
+    """
+    if fs not in rcp.FILESYSTEMS:
+        raise OverlayError(f"unknown file system {fs!r}: use one of {', '.join(rcp.FILESYSTEMS)}")
     scripts, guest_conf = (guest_rc or _guest_rc)()
     compat = compat or _compat_launchers
     arch = archmod.normalize(arch)
     release = release or rcp.parse_release(rcp.DEFAULT_RELEASE)
     out: list[Entry] = []
-    services = rcp.rc_conf(hostname)
+    services = rcp.rc_conf(hostname, fs)
     for service, values in guest_conf.items():
         services[service] = {**services.get(service, {}), **values}
     for service, values in services.items():
         out.append(Entry(f"/etc/rc.conf.d/{service}", shell_assignments(values)))
-    for name, values in rcp.loader_conf(arch).items():
+    for name, values in rcp.loader_conf(arch, fs).items():
         out.append(Entry(f"/boot/loader.conf.d/{name}.conf", shell_assignments(values)))
     out += [
         Entry("/etc/ssh/sshd_config.d/fpvm.conf", sshd_dropin(release)),
         Entry("/usr/local/etc/sudoers.d/fpvm", sudoers(), 0o440),
         Entry("/etc/pf.conf", PF_CONF),
         Entry("/etc/sysctl.conf.local", SYSCTL_CONF),
-        Entry("/etc/fstab", FSTAB),
-        Entry("/usr/local/etc/containers/storage.conf", STORAGE_CONF),
+        Entry("/etc/fstab", FSTAB_ZFS if fs == "zfs" else FSTAB),
+        Entry("/usr/local/etc/containers/storage.conf", storage_conf(fs)),
         Entry("/firstboot", b""),
         Entry("/run", target="var/run"),
         Entry("/usr/bin/bash", target="/usr/local/bin/bash"),
         Entry("/usr/local/etc/rc.d/fpvm_growfs", GROWFS_RC, 0o555),
         Entry("/usr/local/bin/fpvm", FPVM_LAUNCHER, 0o755),
     ]
+    if fs == "zfs":
+        out.append(Entry("/usr/local/etc/rc.d/fpvm_arc", ARC_RC, 0o555))
     for name, text in sorted(scripts.items()):
-        if "/" in name or name in ("", ".", "..", "fpvm_growfs"):
+        if "/" in name or name in ("", ".", "..", "fpvm_growfs", "fpvm_arc"):
             raise OverlayError(f"bad rc.d script name {name!r}")
         out.append(Entry(f"/usr/local/etc/rc.d/{name}", text.encode(), 0o555))
     for name, text in sorted(compat().items()):

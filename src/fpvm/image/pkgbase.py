@@ -3,10 +3,12 @@
 The shape follows FreeBSD's own release/tools/vmimage.subr: ``pkg --rootdir`` installs the base
 packages and the ports into a staging tree, the overlay goes on top, the password and capability
 databases are regenerated as the NO_ROOT image scripts do (pwd_mkdb, cap_mkdb, services_mkdb), then
-``makefs -t ffs`` makes the UFS2 root (label rootfs), ``makefs -t msdos`` the ESP, and ``mkimg -s gpt``
-the disk: pmbr + gptboot in a freebsd-boot partition for BIOS (SeaBIOS) and the ESP for UEFI on amd64,
-the ESP alone on arm64. Argument forms: makefs(8), mkimg(1), pkg(8), pwd_mkdb(8), cap_mkdb(1),
-services_mkdb(8); the ESP recipe is tools/boot/install-boot.sh's make_esp_file.
+the root: ``makefs -t zfs`` the pool zroot in vmimage.subr's dataset layout (``--fs zfs``, the default)
+or ``makefs -t ffs`` a UFS2 file system labelled rootfs (``--fs ufs``); ``makefs -t msdos`` the ESP, and
+``mkimg -s gpt`` the disk: pmbr + gptzfsboot (zfs) or gptboot (ufs) in a freebsd-boot partition for
+BIOS (SeaBIOS) and the ESP for UEFI on amd64, the ESP alone on arm64; loader.efi reads both file
+systems. Argument forms: makefs(8), mkimg(1), pkg(8), pwd_mkdb(8), cap_mkdb(1), services_mkdb(8); the
+ESP recipe is tools/boot/install-boot.sh's make_esp_file.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
     repos = work / "repos"
     esp_dir = work / "esp"
     esp_img = work / "esp.img"
-    ufs_img = work / "rootfs.ufs"
+    root_img = work / ("rootfs.zfs" if recipe.fs == "zfs" else "rootfs.ufs")
     s_stage = str(stage)
     pkg = [
         "pkg",
@@ -87,7 +89,7 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
         wheel.install_wheel(whl, stage)
 
     def write_overlay() -> None:
-        ovl.write(stage, ovl.entries(recipe.arch, recipe.release, recipe.hostname))
+        ovl.write(stage, ovl.entries(recipe.arch, recipe.release, recipe.hostname, fs=recipe.fs))
         ovl.apply_base_edits(stage)
 
     key_dirs = sorted({f"/usr/share/keys/pkgbase-{recipe.release.major}", "/usr/share/keys/pkg"})
@@ -117,8 +119,8 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
         plan.action(
             "write the overlay",
             write_overlay,
-            f"fpvm image overlay {s_stage} --arch {recipe.arch} (and add '{rcp.SSHD_INCLUDE}' "
-            "on top of etc/ssh/sshd_config)",
+            f"fpvm image overlay {s_stage} --arch {recipe.arch} --fs {recipe.fs} "
+            f"(and add '{rcp.SSHD_INCLUDE}' on top of etc/ssh/sshd_config)",
         ),
         plan.command(
             "password databases",
@@ -139,24 +141,7 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
             f"{s_stage}/etc/services",
         ),
         plan.command("drop the package cache", *pkg, "clean", "-a"),
-        plan.command(
-            "UFS2 root file system",
-            "makefs",
-            "-t",
-            "ffs",
-            "-B",
-            "little",
-            "-s",
-            str(root_fs_size(recipe)),
-            "-o",
-            "label=rootfs",
-            "-o",
-            "version=2",
-            "-o",
-            "softupdates=1",
-            str(ufs_img),
-            s_stage,
-        ),
+        *root_fs_steps(recipe, s_stage, root_img),
         plan.command("EFI loader into the ESP", "mkdir", "-p", f"{esp_dir}/EFI/BOOT"),
         plan.command(
             "EFI loader into the ESP",
@@ -180,15 +165,55 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
             str(esp_img),
             str(esp_dir),
         ),
-        plan.command("partition the disk", *mkimg_argv(recipe, stage, esp_img, ufs_img, raw)),
+        plan.command("partition the disk", *mkimg_argv(recipe, stage, esp_img, root_img, raw)),
     ]
     return steps
 
 
-def mkimg_argv(recipe: Recipe, stage: Path, esp_img: Path, ufs_img: Path, raw: Path) -> list[str]:
-    """GPT disk: BIOS boot (amd64 only) + ESP + UFS root, partition names = fstab's GPT labels."""
+def root_fs_steps(recipe: Recipe, s_stage: str, image: Path) -> list[Step]:
+    """The root file system image: a ZFS pool (vmimage.subr's buildfs, VMFS=zfs) or UFS2."""
+    if recipe.fs == "zfs":
+        # Every dataset's mountpoint is a directory of the tree (makefs maps the tree onto them).
+        dirs = [f"{s_stage}{m}" for m in rcp.zfs_mountpoints() if m != "/"]
+        argv = ["makefs", "-t", "zfs", "-s", str(root_fs_size(recipe)), "-B", "little"]
+        for option in rcp.makefs_zfs_options():
+            argv += ["-o", option]
+        return [
+            plan.command("dataset mount points", "mkdir", "-p", *dirs),
+            plan.command("ZFS root pool", *argv, str(image), s_stage),
+        ]
+    return [
+        plan.command(
+            "UFS2 root file system",
+            "makefs",
+            "-t",
+            "ffs",
+            "-B",
+            "little",
+            "-s",
+            str(root_fs_size(recipe)),
+            "-o",
+            "label=rootfs",
+            "-o",
+            "version=2",
+            "-o",
+            "softupdates=1",
+            str(image),
+            s_stage,
+        )
+    ]
+
+
+def mkimg_argv(recipe: Recipe, stage: Path, esp_img: Path, root_img: Path, raw: Path) -> list[str]:
+    """GPT disk: BIOS boot (amd64 only) + ESP + root, partition names = fstab's GPT labels.
+
+    The root partition is last so that rc.d/growfs can grow it into a larger disk.
+    """
+    zfs = recipe.fs == "zfs"
     argv = ["mkimg", "-s", "gpt", "-f", "raw"]
     if recipe.arch == "amd64":
-        argv += ["-b", f"{stage}/boot/pmbr", "-p", f"freebsd-boot/bootfs:={stage}/boot/gptboot"]
-    argv += ["-p", f"efi/efiboot0:={esp_img}", "-p", f"freebsd-ufs/rootfs:={ufs_img}", "-o", str(raw)]
+        boot = "gptzfsboot" if zfs else "gptboot"
+        argv += ["-b", f"{stage}/boot/pmbr", "-p", f"freebsd-boot/bootfs:={stage}/boot/{boot}"]
+    root_type = "freebsd-zfs" if zfs else "freebsd-ufs"
+    argv += ["-p", f"efi/efiboot0:={esp_img}", "-p", f"{root_type}/rootfs:={root_img}", "-o", str(raw)]
     return argv

@@ -2,10 +2,12 @@
 
 A RELEASE jail from FreeBSD's binaries (``poudriere jail -c -v 15.1-RELEASE -K GENERIC``; no source
 build), the official ports tree over git, ``poudriere bulk`` for the recipe's ports, then
-``poudriere image -t usb`` (UFS root, GPT with pmbr + gptboot + ESP on amd64) with the recipe's
-overlay (``-c``), package list (``-f``) and a post-script (``-A``) that installs the fpvm wheel and
-makes sshd read its drop-in. Option letters: poudriere-jail(8), poudriere-ports(8), poudriere-bulk(8),
-poudriere-image(8).
+``poudriere image -t zfs`` (``--fs zfs``: the pool zroot with a ROOT/default boot environment, GPT with
+pmbr + gptzfsboot + ESP on amd64) or ``-t usb`` (``--fs ufs``: UFS root, pmbr + gptboot + ESP) with the
+recipe's overlay (``-c``), package list (``-f``) and a post-script (``-A``) that installs the fpvm wheel,
+makes sshd read its drop-in and, on ZFS, creates the containers dataset while poudriere still has the
+pool imported. Option letters: poudriere-jail(8), poudriere-ports(8), poudriere-bulk(8),
+poudriere-image(8) (whose ENVIRONMENT section names ZFS_POOL_NAME, ZFS_BEROOT_NAME, ZFS_BOOTFS_NAME).
 """
 
 from __future__ import annotations
@@ -30,9 +32,27 @@ def jail_name(recipe: Recipe) -> str:
     return f"fpvm-{recipe.release.major}{recipe.release.minor}-{recipe.arch}"
 
 
-def post_script(whl: Path) -> str:
-    """Sourced by ``poudriere image`` after the world is populated (``-A``); WRKDIR is poudriere's."""
+def post_script(whl: Path, fs: str = "ufs") -> str:
+    """Sourced by ``poudriere image`` after the world is populated (``-A``); WRKDIR is poudriere's.
+
+    For ``-t zfs`` poudriere's image_zfs.sh has the pool imported under the altroot ``${WRKDIR}/world``
+    with the temporary name ``${zroot}`` until its generate step, so the containers dataset is made here.
+    """
     q = shlex.quote(str(whl))
+    if fs == "zfs":
+        dataset = rcp.CONTAINERS_DATASET.split("/", 1)[1]
+        tail = f"""\
+# poudriere's ESP has no GPT label: drop its fstab line (the pool needs none).
+sed -i '' -e '/^\\/dev\\/gpt\\/efiboot0[[:space:]]/d' "${{world}}/etc/fstab"
+# The containers dataset (containers/storage's zfs driver makes its layers below it).
+zfs create -o mountpoint={rcp.CONTAINERS_MOUNT} "${{zroot}}/{dataset}"
+"""
+    else:
+        tail = f"""\
+# poudriere labels the root with the image name and has no /dev/gpt/rootfs: mount by UFS label.
+sed -i '' -e 's|^/dev/gpt/rootfs[[:space:]]|/dev/ufs/{IMAGE_NAME}\\t|' \\
+\t-e '/^\\/dev\\/gpt\\/efiboot0[[:space:]]/d' "${{world}}/etc/fstab"
+"""
     return f"""\
 # fpvm: sourced by poudriere image -A after the world and the packages are in place.
 world="${{WRKDIR}}/world"
@@ -43,10 +63,25 @@ f="${{world}}/etc/ssh/sshd_config"
 if ! grep -qx '{rcp.SSHD_INCLUDE}' "${{f}}"; then
 \t{{ echo '{rcp.SSHD_INCLUDE}'; echo; cat "${{f}}"; }} > "${{f}}.fpvm" && mv "${{f}}.fpvm" "${{f}}"
 fi
-# poudriere labels the root with the image name and has no /dev/gpt/rootfs: mount by UFS label.
-sed -i '' -e 's|^/dev/gpt/rootfs[[:space:]]|/dev/ufs/{IMAGE_NAME}\\t|' \\
-\t-e '/^\\/dev\\/gpt\\/efiboot0[[:space:]]/d' "${{world}}/etc/fstab"
-"""
+{tail}"""
+
+
+def image_type(recipe: Recipe) -> str:
+    """poudriere-image(8) ``-t``: zfs (zfs+gpt, legacy and UEFI boot code) or usb (GPT, UFS2)."""
+    return "zfs" if recipe.fs == "zfs" else "usb"
+
+
+def image_env(recipe: Recipe) -> list[str]:
+    """The pool and boot environment names poudriere-image(8) reads from its environment (zfs only)."""
+    if recipe.fs != "zfs":
+        return []
+    beroot, bootfs = rcp.ZFS_BOOTFS.split("/")[1:]
+    return [
+        "env",
+        f"ZFS_POOL_NAME={rcp.ZFS_POOL}",
+        f"ZFS_BEROOT_NAME={beroot}",
+        f"ZFS_BOOTFS_NAME={bootfs}",
+    ]
 
 
 def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -> list[Step]:
@@ -62,8 +97,8 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
         if wheel_file is None:
             wheel.build_wheel(work)
         atomic_write(pkglist, "".join(f"{PORTS_ORIGINS[p]}\n" for p in recipe.ports_packages).encode())
-        atomic_write(post, post_script(whl).encode(), mode=0o755)
-        ovl.write(overlay_dir, ovl.entries(recipe.arch, recipe.release, recipe.hostname))
+        atomic_write(post, post_script(whl, recipe.fs).encode(), mode=0o755)
+        ovl.write(overlay_dir, ovl.entries(recipe.arch, recipe.release, recipe.hostname, fs=recipe.fs))
 
     size_mib = recipe.image_size >> 20
     return [
@@ -71,7 +106,8 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
             "write the image inputs",
             write_inputs,
             f"write {pkglist} ({', '.join(PORTS_ORIGINS[p] for p in recipe.ports_packages)}), "
-            f"{post}, {whl} and the overlay (fpvm image overlay {overlay_dir} --arch {recipe.arch})",
+            f"{post}, {whl} and the overlay "
+            f"(fpvm image overlay {overlay_dir} --arch {recipe.arch} --fs {recipe.fs})",
         ),
         plan.command(
             "RELEASE jail",
@@ -105,10 +141,11 @@ def plan_steps(recipe: Recipe, work: Path, raw: Path, wheel_file: Path | None) -
         plan.command("build packages", "poudriere", "bulk", "-j", jail, "-p", PORTS_TREE, "-f", str(pkglist)),
         plan.command(
             "make the image",
+            *image_env(recipe),
             "poudriere",
             "image",
             "-t",
-            "usb",
+            image_type(recipe),
             "-j",
             jail,
             "-p",

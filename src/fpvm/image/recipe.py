@@ -26,6 +26,8 @@ METHODS: tuple[str, ...] = ("pkgbase", "builder-vm", "poudriere")
 FORMATS: tuple[str, ...] = ("raw", "qcow2")
 COMPRESSIONS: tuple[str, ...] = ("zst", "xz", "none")
 ACCELS: tuple[str, ...] = ("auto", "kvm", "hvf", "tcg")
+FILESYSTEMS: tuple[str, ...] = ("zfs", "ufs")
+DEFAULT_FS = "zfs"
 
 _RELEASE_RE = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)-RELEASE$")
 
@@ -178,6 +180,12 @@ SETTINGS: tuple[Setting, ...] = (
         _size_type,
         metavar="SIZE",
     ),
+    Setting(
+        "fs",
+        DEFAULT_FS,
+        "root file system: zfs (podman's zfs driver, layers are clones) or ufs (vfs driver, least memory)",
+        choices=FILESYSTEMS,
+    ),
     Setting("hostname", "fpvm", "host name of the guest", metavar="NAME"),
     Setting(
         "wheel",
@@ -274,8 +282,8 @@ LOADER_MODULES: tuple[str, ...] = ("virtio_p9fs", "virtio_console", "pf", "fusef
 
 # rc.conf.d/<service>: one file per service, quoted name="value" lines. "network" is read by netif
 # and dhclient (load_rc_config network); "hostname" by rc.d/hostname.
-def rc_conf(hostname: str) -> dict[str, dict[str, str]]:
-    return {
+def rc_conf(hostname: str, fs: str = "ufs") -> dict[str, dict[str, str]]:
+    services = {
         "sshd": {"sshd_enable": "YES"},
         "podman_service": {
             "podman_service_enable": "YES",
@@ -297,9 +305,12 @@ def rc_conf(hostname: str) -> dict[str, dict[str, str]]:
         "ntpd": {"ntpd_enable": "YES", "ntpd_sync_on_start": "YES"},
         "dumpdev": {"dumpdev": "NO"},
     }
+    if fs == "zfs":
+        services.update(zfs_rc_conf())
+    return services
 
 
-def loader_conf(arch: str) -> dict[str, dict[str, str]]:
+def loader_conf(arch: str, fs: str = "ufs") -> dict[str, dict[str, str]]:
     """loader.conf.d/<name>.conf files. The loader reads ``*.conf`` in ``loader_conf_dirs``.
 
     Consoles: amd64 boots SeaBIOS (podman's ``pc`` machine) or UEFI, so it names the serial port
@@ -307,7 +318,7 @@ def loader_conf(arch: str) -> dict[str, dict[str, str]]:
     ConOut (serial on QEMU's virt machine).
     """
     consoles = {"amd64": "comconsole,vidconsole", "aarch64": "efi"}[archmod.normalize(arch)]
-    return {
+    files = {
         "fpvm-modules": {f"{m}_load": "YES" for m in LOADER_MODULES},
         "fpvm-boot": {
             "autoboot_delay": "1",
@@ -326,6 +337,12 @@ def loader_conf(arch: str) -> dict[str, dict[str, str]]:
             "comconsole_speed": "115200",
         },
     }
+    if fs == "zfs":
+        # release/tools/vmimage.subr (VMFS=zfs) adds zfs_load=YES to loader.conf and nothing else:
+        # no vfs.root.mountfrom, because the loader derives it from the pool's bootfs property, which
+        # keeps boot environments (bectl activate) working. UFS needs none either: fstab names "/".
+        files["fpvm-zfs"] = {"zfs_load": "YES"}
+    return files
 
 
 # The sshd drop-in. FreeBSD's /etc/ssh/sshd_config has no "Include" line (crypto/openssh/sshd_config
@@ -359,7 +376,84 @@ def sshd_options(release: Release) -> dict[str, str]:
     return options
 
 
-STORAGE_DRIVER = "vfs"  # the root is UFS: containers/storage's zfs driver needs a pool
+STORAGE_DRIVERS: dict[str, str] = {"ufs": "vfs", "zfs": "zfs"}
+
+
+def storage_driver(fs: str) -> str:
+    """containers/storage's driver: zfs (a dataset per layer, a clone per container) needs a pool."""
+    return STORAGE_DRIVERS[fs]
+
+
+# --- The ZFS root pool ---------------------------------------------------------------------------
+# The layout is FreeBSD's own ZFS VM image (release/tools/vmimage.subr, buildfs() with VMFS=zfs): a
+# boot environment root (zroot/ROOT/default) and datasets for what differs in use (tmp, var/log ...),
+# plus one for containers/storage, whose zfs driver makes a child dataset per image layer and a clone
+# per container. makefs(8) builds it from the staging tree without a kernel (-t zfs, FreeBSD >= 14).
+ZFS_POOL = "zroot"
+ZFS_BOOTFS = "zroot/ROOT/default"
+CONTAINERS_DATASET = "zroot/containers"
+CONTAINERS_MOUNT = "/var/db/containers"
+ZFS_DATASETS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("zroot", (("mountpoint", "none"),)),
+    ("zroot/ROOT", (("mountpoint", "none"),)),
+    ("zroot/ROOT/default", (("mountpoint", "/"),)),
+    ("zroot/home", (("mountpoint", "/home"),)),
+    ("zroot/tmp", (("mountpoint", "/tmp"), ("exec", "on"), ("setuid", "off"))),
+    ("zroot/usr", (("mountpoint", "/usr"), ("canmount", "off"))),
+    ("zroot/usr/ports", (("setuid", "off"),)),
+    ("zroot/usr/src", ()),
+    ("zroot/usr/obj", ()),
+    ("zroot/var", (("mountpoint", "/var"), ("canmount", "off"))),
+    ("zroot/var/audit", (("setuid", "off"), ("exec", "off"))),
+    ("zroot/var/crash", (("setuid", "off"), ("exec", "off"))),
+    ("zroot/var/log", (("setuid", "off"), ("exec", "off"))),
+    ("zroot/var/mail", (("atime", "on"),)),
+    ("zroot/var/tmp", (("setuid", "off"),)),
+    (CONTAINERS_DATASET, (("mountpoint", CONTAINERS_MOUNT),)),
+)
+
+
+def zfs_mountpoints() -> list[str]:
+    """Every directory a dataset is mounted on (inherited ones included), root first."""
+    mounts: dict[str, str] = {}
+    out = []
+    for name, props in ZFS_DATASETS:
+        parent = name.rsplit("/", 1)[0] if "/" in name else ""
+        own = dict(props).get("mountpoint")
+        if own is None:
+            base = mounts.get(parent, "none")
+            own = "none" if base == "none" else base.rstrip("/") + "/" + name.rsplit("/", 1)[1]
+        mounts[name] = own
+        if own != "none":
+            out.append(own)
+    return out
+
+
+def makefs_zfs_options() -> list[str]:
+    """The ``-o`` values of ``makefs -t zfs`` (makefs(8), zfs-specific options), in vmimage.subr's order."""
+    options = [f"poolname={ZFS_POOL}", f"bootfs={ZFS_BOOTFS}", "rootpath=/"]
+    for name, props in ZFS_DATASETS:
+        options.append("fs=" + ";".join([name, *(f"{k}={v}" for k, v in props)]))
+    return options
+
+
+def zfs_rc_conf() -> dict[str, dict[str, str]]:
+    """rc.conf.d files for the pool, one per rc.d script (load_rc_config reads rc.conf.d/<name>).
+
+    As vmimage.subr's rc.conf: ``zfs_enable`` (the rcvar of rc.d/zfs, zpool, zfsbe, zpoolreguid and
+    zpoolupgrade), a new pool GUID at first boot (makefs gives every image the same one, makefs(8))
+    and the pool's features upgraded to the running release's.
+    """
+    on = {"zfs_enable": "YES"}
+    return {
+        "zfs": dict(on),
+        "zpool": dict(on),
+        "zfsbe": dict(on),
+        "zpoolreguid": {**on, "zpool_reguid": ZFS_POOL},
+        "zpoolupgrade": {**on, "zpool_upgrade": ZFS_POOL},
+        # fpvm_arc (overlay): caps the ARC from the VM's memory at every boot (docs/image.md, Memory).
+        "fpvm_arc": {"fpvm_arc_enable": "YES", "fpvm_arc_percent": "25", "fpvm_arc_min_mib": "256"},
+    }
 
 
 @dataclass(frozen=True)
@@ -375,6 +469,7 @@ class Recipe:
     output_dir: Path = Path(".")
     cache_dir: Path | None = None
     image_size: int = 4 << 30
+    fs: str = DEFAULT_FS
     hostname: str = "fpvm"
     wheel: Path | None = None
     mirror: str = "https://download.freebsd.org"
