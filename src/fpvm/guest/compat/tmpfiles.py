@@ -73,7 +73,7 @@ def run(shim: Shim, args: list[str]) -> int:
         if text is None:
             status = shim.error(f"{conf}: No such file")
             continue
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
