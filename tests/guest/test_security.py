@@ -385,3 +385,28 @@ def test_live_path_reads_the_files_once_more_only_when_a_chosen_id_is_needed(
     assert len(loads) == 2  # once at the start, once when the first key needs a uid pw chose
     assert len([c for c in ctx.commands if c[3] == "useradd"]) == 40
     assert (root / "etc/master.passwd").read_text().count("\nu39:") == 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gecos=VALUES, pw_hash=st.sampled_from(["$6$s$h", "$6$s$h\vx", "*", "$2b$x\u2028"]))
+def test_property_account_fields_round_trip_or_are_refused(
+    tmp_path_factory: pytest.TempPathFactory, gecos: str, pw_hash: str
+) -> None:
+    """The real account writer, then a re-read: the same account, and a second run records nothing."""
+    root = make_root(tmp_path_factory.mktemp("acc"))
+    cfg = _users(PasswdUser(name="core", gecos=gecos, password_hash=pw_hash, ssh_authorized_keys=[KEY]))
+    try:
+        _apply(root, cfg)
+    except PlanError as exc:
+        assert any(
+            p[0] in ("$.passwd.users[0].gecos", "$.passwd.users[0].passwordHash") for p in exc.problems
+        )
+        assert ":" in gecos or any(
+            ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in gecos + pw_hash
+        )
+        return
+    core = AccountDB.load(RootFS(root)).user("core")
+    assert core is not None and (core.gecos, core.password) == (gecos, pw_hash)
+    assert len(AccountDB.load(RootFS(root)).users) == 6  # FreeBSD's five, and core: no line split
+    ctx = _apply(root, cfg)
+    assert ctx.commands == []
