@@ -129,13 +129,20 @@ class ApplyContext:
         remembered in the state (``passwd`` protects them).
         """
         if self._accounts is None:
-            from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, system_account_names
-
-            self._accounts = AccountDB.load(self.root)
-            # The config, the plan and the accounts live until the agent exits: moved out of the
-            # collector's sight, a config of 100 000 users is not rescanned at every full collection.
+            # The config, the plan and the accounts live until the agent exits: reading creates no
+            # cycles, and frozen afterwards they are out of the collector's sight, so a config of
+            # 100 000 users is not rescanned at every full collection.
             import gc
 
+            from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, system_account_names
+
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._accounts = AccountDB.load(self.root)
+            finally:
+                if enabled:
+                    gc.enable()
             gc.freeze()
             if not isinstance(self.state.get(BASE_ACCOUNTS_KEY), list):
                 self.state.set(BASE_ACCOUNTS_KEY, system_account_names(self._accounts))
