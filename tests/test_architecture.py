@@ -44,9 +44,7 @@ LATER_STDLIB = frozenset({"_sha2"})  # CPython 3.12+ name of _sha256
 
 # Circles that another change is removing (issue 11: the account database split out of passwd.py);
 # a circle found must lie inside one of these.
-KNOWN_CYCLES: tuple[frozenset[str], ...] = (
-    frozenset({"fpvm.guest.actions", "fpvm.guest.context", "fpvm.guest.passwd"}),
-)
+KNOWN_CYCLES: tuple[frozenset[str], ...] = ()
 
 
 def _modules() -> dict[str, Path]:

@@ -75,3 +75,12 @@ def test_second_provision_runs_no_pw_and_changes_nothing(target: Target) -> None
     assert [r for r in recorded if r["argv"][0].endswith("/pw")] == []
     report = json.loads(target.read("/var/db/fpvm/last-boot.json"))
     assert [a for a in report["actions"] if a.get("changed")] == []
+
+
+def test_base_accounts_keep_uid_home_and_keys(target: Target) -> None:
+    """FreeBSD's own accounts share /root and uid 0: the agent never renumbers, moves or keys them."""
+    for name, uid, home in (("root", "0", "/root"), ("toor", "0", "/root"), ("daemon", "1", "/root")):
+        fields = target.check(f"pw usershow -n {name}").strip().split(":")
+        assert (fields[2], fields[8]) == (uid, home), fields
+    owner = target.check("stat -f '%Su %Lp' /root/.ssh").split()
+    assert owner == ["root", "700"], owner

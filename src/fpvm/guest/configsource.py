@@ -128,7 +128,7 @@ class Probe:
         """(vendor, device) of every PCI function: ``pciconf -l`` on FreeBSD, sysfs on Linux."""
         ids: set[tuple[int, int]] = set()
         out = self.query(["/usr/sbin/pciconf", "-l"])
-        for line in (out or "").splitlines():
+        for line in (out or "").split("\n"):
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
             try:
                 ids.add((int(fields["vendor"], 16), int(fields["device"], 16)))

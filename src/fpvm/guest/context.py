@@ -13,7 +13,7 @@ from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
 from fpvm.guest.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
-    from fpvm.guest.passwd import Accounts
+    from fpvm.guest.accountdb import AccountDB
 
 STATE_DIR = "/var/db/fpvm"
 STATE_FILE = "/var/db/fpvm/state.json"
@@ -119,7 +119,7 @@ class ApplyContext:
         self.runner = runner
         self.log = log
         self.state = state
-        self._accounts: Accounts | None = None
+        self._accounts: AccountDB | None = None
         self.commands: list[list[str]] = []  # what this run ran or recorded, in order
 
     @property
@@ -128,16 +128,46 @@ class ApplyContext:
         return self.runner.recording
 
     @property
-    def accounts(self) -> Accounts:
-        """The root's /etc/passwd and /etc/group, re-read after account commands."""
-        if self._accounts is None:
-            from fpvm.guest.passwd import Accounts
+    def accounts(self) -> AccountDB:
+        """The root's account database, read once and kept in step by the account actions.
 
-            self._accounts = Accounts.load(self.root)
+        The first time the agent ever reads it, the names of the base system's accounts are
+        remembered in the state (``passwd`` protects them).
+        """
+        if self._accounts is None:
+            # The config, the plan and the accounts live until the agent exits: reading creates no
+            # cycles, and frozen afterwards they are out of the collector's sight, so a config of
+            # 100 000 users is not rescanned at every full collection.
+            import gc
+
+            from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, system_account_names
+
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._accounts = AccountDB.load(self.root)
+            finally:
+                if enabled:
+                    gc.enable()
+            gc.freeze()
+            if not isinstance(self.state.get(BASE_ACCOUNTS_KEY), list):
+                self.state.set(BASE_ACCOUNTS_KEY, system_account_names(self._accounts))
         return self._accounts
 
     def forget_accounts(self) -> None:
+        """Read the files again at the next use (after a command that changed them behind our back)."""
+        self.commit_accounts()
         self._accounts = None
+
+    def commit_accounts(self) -> bool:
+        """Write the staged account files once (recording only: on a live system pw wrote them)."""
+        acc = self._accounts
+        if acc is None or not acc.dirty:
+            return False
+        if not self.recording:
+            acc.dirty = False
+            return False
+        return acc.commit(self.root)
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
         self.log.info("run: " + " ".join(argv))

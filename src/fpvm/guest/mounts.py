@@ -119,7 +119,7 @@ def parse_p9_tags(output: bytes | str) -> dict[str, int]:
     """``sysctl -e dev.virtio_p9fs`` output -> {tag: unit}."""
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
     tags: dict[str, int] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         m = _SYSCTL_TAG_RE.match(line.strip())
         if m and m.group(2):
             tags.setdefault(m.group(2), int(m.group(1)))
@@ -136,7 +136,7 @@ def parse_mounted(output: bytes | str) -> set[tuple[str, str]]:
     """``mount -p`` output (fstab format) -> {(tag, mount point)} of the p9fs mounts."""
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
     found: set[tuple[str, str]] = set()
-    for line in text.splitlines():
+    for line in text.split("\n"):
         fields = line.split()
         if len(fields) >= 3 and fields[2] == "p9fs":
             found.add((fields[0], fields[1]))
@@ -273,7 +273,7 @@ def unit_sections(contents: str) -> dict[str, dict[str, str]]:
     """A systemd unit's ``[Section]`` -> {key: last value} (enough for ``[Mount]``)."""
     sections: dict[str, dict[str, str]] = {}
     current: dict[str, str] | None = None
-    for raw in contents.splitlines():
+    for raw in contents.split("\n"):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue

@@ -1,4 +1,6 @@
-"""Users and groups: read the root's account files, plan ``pw`` commands, stage their effects.
+"""User and group actions: plan ``pw`` commands, keep the account database in step with them.
+
+The account files themselves (reading, indexing, writing) are ``fpvm.guest.accountdb``'s job.
 
 FreeBSD keeps accounts in ``/etc/master.passwd`` (with hashes), the derived ``/etc/passwd``, the
 ``pwd.db``/``spwd.db`` databases, and ``/etc/group``. Only ``pw(8)`` should change them on a live
@@ -18,7 +20,20 @@ yet later steps need it (``chown`` to the new uid, the home directory for ``auth
 agent then writes the text files ``master.passwd``, ``passwd`` and ``group`` itself the way pw would
 leave them (not the ``.db`` files: ``pwd_mkdb`` is FreeBSD-only, see docs/freebsd-checklist.md) and
 creates the home directory owned by the user. A second run therefore finds the account and records
-nothing.
+nothing. The account actions of one plan share a ``Batch``: the files are written once, after the
+last of them, so provisioning N users costs time linear in N.
+
+Protected accounts: the base system's accounts share things: toor has uid 0 and /root, daemon's
+home is /root. They are the accounts the agent finds the first time it reads the root (remembered in
+its state) with a system uid (below 1000, or nobody/nogroup's 65533-65535) and a home outside /home
+(FreeBSD's own accounts live in /root, /, /var/..., /nonexistent; podman's user, whose uid may be 501
+on macOS, lives in /home). Their uid and home are never changed, they are never removed, and only
+root gets SSH keys; each refusal is a warning. A home that another account with another uid also
+uses is never re-owned, created by pw or given keys (uid 0's own keys excepted: they stay root's).
+
+Shells: the config's shell if it is an executable file in the root, else the same name in
+``/usr/local/bin`` (Linux's /bin/bash is FreeBSD's /usr/local/bin/bash), else /bin/sh with a warning.
+An empty shell means the default.
 
 Password policy: a user without ``passwordHash`` gets ``-w no`` (password field ``*``): no password
 login, but not *locked*. FreeBSD's OpenSSH treats a password field starting with ``*LOCKED*`` as a
@@ -27,21 +42,28 @@ locked account and refuses even key logins, so such accounts named in the config
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, MAX_ID, MIN_ID, bad_char
+from fpvm.guest.accountdb import GROUP as GROUP  # re-exported: older callers import them from here
+from fpvm.guest.accountdb import MASTER_PASSWD as MASTER_PASSWD
+from fpvm.guest.accountdb import PASSWD as PASSWD
+from fpvm.guest.accountdb import AccountDB as AccountDB
+from fpvm.guest.accountdb import GrEntry as GrEntry
+from fpvm.guest.accountdb import PwEntry as PwEntry
+from fpvm.guest.accountdb import check_field as check_field
 from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
-    from fpvm.guest.rootfs import RootFS
 
-MASTER_PASSWD = "/etc/master.passwd"
-PASSWD = "/etc/passwd"
-GROUP = "/etc/group"
+Accounts = AccountDB  # the name older callers use
 LOCKED_PREFIX = "*LOCKED*"
-MIN_UID = 1000  # pw.conf default minuid/mingid
-MAX_UID = 32000
+MIN_UID = MIN_ID
+MAX_UID = MAX_ID
 
 # podman's groups for its user (sudo, adm, wheel, systemd-journal) and their FreeBSD meaning.
 GROUP_MAP: dict[str, str] = {
@@ -52,6 +74,7 @@ GROUP_MAP: dict[str, str] = {
     "root": "wheel",  # Linux's gid 0 group is FreeBSD's wheel
 }
 DEFAULT_SHELL = "/bin/sh"
+LOCAL_BIN = "/usr/local/bin"
 
 # pw_checkname(): these characters are refused anywhere in a name ('$' is allowed only at the end).
 _BAD_NAME_CHARS = set(' ,\t:+&#%$^()!@~*?<>=|\\/"')
@@ -79,165 +102,61 @@ def sudoers_safe(name: str) -> bool:
     return bool(body) and all(c.isascii() and (c.isalnum() or c in "_.-") for c in body)
 
 
-def check_field(value: str, what: str) -> str | None:
-    """Account fields are ':'-separated lines: refuse ':' and line breaks."""
-    if ":" in value or "\n" in value or "\r" in value or "\0" in value:
-        return f"{what} may not contain ':' or line breaks"
+def clean_home(path: str) -> str:
+    """``path`` as a home directory: absolute, no ``.``/``..``, simplified; ValueError otherwise.
+
+    The same rules as files (``split_guest_path``); ``/`` itself is refused (keys would land in
+    ``/.ssh``).
+    """
+    from fpvm.guest.rootfs import split_guest_path
+
+    if bad_char(path) is not None:
+        raise ValueError(f"{path!r}: contains control characters")
+    parts = split_guest_path(path)
+    if not parts:
+        raise ValueError("the root directory cannot be a home directory")
+    return "/" + "/".join(parts)
+
+
+class Batch:
+    """The account actions of one plan: the last one to finish writes the account files once."""
+
+    def __init__(self) -> None:
+        self.remaining = 0
+
+    def join(self) -> Batch:
+        self.remaining += 1
+        return self
+
+
+def _finish(ctx: ApplyContext, batch: Batch | None) -> None:
+    if batch is not None:
+        batch.remaining -= 1
+        if batch.remaining > 0:
+            return
+    ctx.commit_accounts()
+
+
+def base_accounts(ctx: ApplyContext) -> set[str]:
+    """Names of the base system's accounts, as the agent first found them (kept in its state)."""
+    _ = ctx.accounts  # loading the database records the names on the first run
+    saved = ctx.state.get(BASE_ACCOUNTS_KEY)
+    if isinstance(saved, list):
+        return {n for n in saved if isinstance(n, str)}
+    return set()
+
+
+def shares_home(acc: AccountDB, entry: PwEntry, home: str | None = None) -> PwEntry | None:
+    """Another account with another uid whose home is ``home`` (default: the entry's own)."""
+    for other in acc.users_with_home(home if home is not None else entry.home):
+        if other.name != entry.name and other.uid != entry.uid:
+            return other
     return None
 
 
-class PwEntry:
-    """One master.passwd line (FreeBSD's field order; passwd(5))."""
-
-    def __init__(
-        self,
-        name: str,
-        password: str,
-        uid: int,
-        gid: int,
-        gecos: str,
-        home: str,
-        shell: str,
-        pw_class: str = "",
-        change: str = "0",
-        expire: str = "0",
-    ) -> None:
-        self.name = name
-        self.password = password
-        self.uid = uid
-        self.gid = gid
-        self.gecos = gecos
-        self.home = home
-        self.shell = shell
-        self.pw_class = pw_class
-        self.change = change
-        self.expire = expire
-
-    def master_line(self) -> str:
-        return ":".join(
-            [
-                self.name,
-                self.password,
-                str(self.uid),
-                str(self.gid),
-                self.pw_class,
-                self.change,
-                self.expire,
-                self.gecos,
-                self.home,
-                self.shell,
-            ]
-        )
-
-    def passwd_line(self) -> str:
-        return ":".join([self.name, "*", str(self.uid), str(self.gid), self.gecos, self.home, self.shell])
-
-
-class GrEntry:
-    """One /etc/group line (group(5))."""
-
-    def __init__(self, name: str, gid: int, members: list[str] | None = None, password: str = "*") -> None:
-        self.name = name
-        self.gid = gid
-        self.members = list(members or [])
-        self.password = password
-
-    def line(self) -> str:
-        return f"{self.name}:{self.password}:{self.gid}:{','.join(self.members)}"
-
-
-class Accounts:
-    """The root's users and groups, in file order (so rewritten files keep their layout)."""
-
-    def __init__(self, users: list[PwEntry], groups: list[GrEntry], has_master: bool) -> None:
-        self.users = users
-        self.groups = groups
-        self.has_master = has_master
-
-    @classmethod
-    def load(cls, root: RootFS) -> Accounts:
-        master = root.read_text(MASTER_PASSWD)
-        users: list[PwEntry] = []
-        if master is not None:
-            for line in master.splitlines():
-                f = line.split(":")
-                if len(f) >= 10 and not line.startswith("#"):
-                    users.append(
-                        PwEntry(f[0], f[1], _int(f[2]), _int(f[3]), f[7], f[8], f[9], f[4], f[5], f[6])
-                    )
-        else:
-            for line in (root.read_text(PASSWD) or "").splitlines():
-                f = line.split(":")
-                if len(f) >= 7 and not line.startswith("#"):
-                    users.append(PwEntry(f[0], f[1], _int(f[2]), _int(f[3]), f[4], f[5], f[6]))
-        groups: list[GrEntry] = []
-        for line in (root.read_text(GROUP) or "").splitlines():
-            f = line.split(":")
-            if len(f) >= 4 and not line.startswith("#"):
-                groups.append(GrEntry(f[0], _int(f[2]), [m for m in f[3].split(",") if m], f[1]))
-        return cls(users, groups, master is not None)
-
-    # -- lookups ---------------------------------------------------------------------------------
-    def user(self, name: str) -> PwEntry | None:
-        return next((u for u in self.users if u.name == name), None)
-
-    def user_by_uid(self, uid: int) -> PwEntry | None:
-        return next((u for u in self.users if u.uid == uid), None)
-
-    def group(self, name: str) -> GrEntry | None:
-        return next((g for g in self.groups if g.name == name), None)
-
-    def group_by_gid(self, gid: int) -> GrEntry | None:
-        return next((g for g in self.groups if g.gid == gid), None)
-
-    def uid_of(self, name: str) -> int | None:
-        if name == "root":
-            return 0
-        u = self.user(name)
-        return None if u is None else u.uid
-
-    def gid_of(self, name: str) -> int | None:
-        g = self.group(name)
-        if g is not None:
-            return g.gid
-        if name in ("root", "wheel"):
-            return 0
-        return None
-
-    def supplementary(self, name: str) -> list[str]:
-        return [g.name for g in self.groups if name in g.members]
-
-    def next_id(self, used: Iterable[int]) -> int:
-        taken = set(used)
-        for n in range(MIN_UID, MAX_UID):
-            if n not in taken:
-                return n
-        raise RuntimeError("no free id left")
-
-    # -- staging (record mode): what pw would have written -----------------------------------------
-    def save(self, root: RootFS) -> None:
-        """Write master.passwd (0600), passwd and group (0644) as pw would."""
-        master = "".join(u.master_line() + "\n" for u in self.users)
-        passwd = "".join(u.passwd_line() + "\n" for u in self.users)
-        group = "".join(g.line() + "\n" for g in self.groups)
-        root.write(MASTER_PASSWD, master.encode(), 0o600, 0, 0)
-        root.write(PASSWD, passwd.encode(), 0o644, 0, 0)
-        root.write(GROUP, group.encode(), 0o644, 0, 0)
-
-    def set_members(self, user: str, groups: Iterable[str]) -> None:
-        wanted = set(groups)
-        for g in self.groups:
-            if g.name in wanted and user not in g.members:
-                g.members.append(user)
-            elif g.name not in wanted and user in g.members:
-                g.members.remove(user)
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return -1
+def is_protected(ctx: ApplyContext, entry: PwEntry) -> bool:
+    """Whether ``entry`` is a base-system account the config may not re-key, re-number, move or remove."""
+    return entry.name in base_accounts(ctx)
 
 
 def _attr(obj: Any, name: str, default: Any = None) -> Any:
@@ -250,16 +169,28 @@ def pw(ctx: ApplyContext, *args: str) -> list[str]:
     return ["pw", "-R", str(ctx.root.root), *args]
 
 
+def _executable(ctx: ApplyContext, path: str) -> bool:
+    """Whether ``path`` is an executable regular file inside the root (links followed inside it)."""
+    if bad_char(path) is not None or not path.startswith("/"):
+        return False
+    try:
+        st = os.stat(ctx.root.host_str(path, follow_last=True))
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
+
+
 # ------------------------------------------------------------------------------------------------
 class GroupAction(Action):
     """Create a group named in ``passwd.groups`` (or report a gid clash)."""
 
     kind = "group"
 
-    def __init__(self, name: str, gid: int | None, source: str = "") -> None:
+    def __init__(self, name: str, gid: int | None, source: str = "", batch: Batch | None = None) -> None:
         super().__init__(source)
         self.name = name
         self.gid = gid
+        self.batch = batch.join() if batch is not None else None
 
     def describe(self) -> str:
         return f"group {self.name}" + (f" gid {self.gid}" if self.gid is not None else "")
@@ -268,6 +199,12 @@ class GroupAction(Action):
         return {"name": self.name, "gid": self.gid}
 
     def apply(self, ctx: ApplyContext) -> bool:
+        try:
+            return self._apply(ctx)
+        finally:
+            _finish(ctx, self.batch)
+
+    def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
         existing = acc.group(self.name)
         if existing is not None:
@@ -285,13 +222,11 @@ class GroupAction(Action):
         if gid is not None:
             argv += ["-g", str(gid)]
         ctx.run(argv)
-        if ctx.recording:
-            acc.groups.append(
-                GrEntry(self.name, gid if gid is not None else acc.next_id(g.gid for g in acc.groups))
-            )
-            acc.save(ctx.root)
+        if gid is None and not ctx.recording:
+            acc.add_group(GrEntry(self.name, -1))
+            acc.pending.add(self.name)  # pw chose the gid: re-read when it is asked for
         else:
-            ctx.forget_accounts()
+            acc.add_group(GrEntry(self.name, gid if gid is not None else acc.next_gid()))
         return True
 
 
@@ -317,19 +252,21 @@ class UserAction(Action):
         source: str = "",
         disposition: Disposition = "apply",
         note: str = "",
+        batch: Batch | None = None,
     ) -> None:
         super().__init__(source, disposition, note)
         self.name = name
         self.uid = uid
         self.gecos = gecos
         self.home = home
-        self.shell = shell
+        self.shell = shell or None  # "" means the default, as when absent
         self.primary_group = primary_group
         self.groups = list(groups or [])
         self.dropped_groups = list(dropped_groups or [])
         self.password_hash = password_hash
         self.create_home = create_home
         self.should_exist = should_exist
+        self.batch = batch.join() if batch is not None else None
 
     def describe(self) -> str:
         if not self.should_exist:
@@ -359,18 +296,23 @@ class UserAction(Action):
 
     # -- apply -------------------------------------------------------------------------------------
     def apply(self, ctx: ApplyContext) -> bool:
+        try:
+            return self._apply(ctx)
+        finally:
+            _finish(ctx, self.batch)
+
+    def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
-        existing = acc.user(self.name)
+        self._check_fields()
+        existing = acc.user(self.name) if acc.has_user(self.name) else None
         if not self.should_exist:
             if existing is None:
                 return False
+            if is_protected(ctx, existing):
+                ctx.log.warn(f"user {self.name} is a base system account; not removed")
+                return False
             ctx.run(pw(ctx, "userdel", "-n", self.name))
-            if ctx.recording:
-                acc.users.remove(existing)
-                acc.set_members(self.name, [])
-                acc.save(ctx.root)
-            else:
-                ctx.forget_accounts()
+            acc.remove_user(existing)
             return True
         groups = self._existing_groups(ctx)
         shell = self._shell(ctx)
@@ -378,10 +320,22 @@ class UserAction(Action):
             return self._add(ctx, groups, shell)
         return self._modify(ctx, existing, groups, shell)
 
+    def _check_fields(self) -> None:
+        """What the plan checks, again: an action built by other code must not corrupt the files."""
+        for value, what in ((self.gecos, "gecos"), (self.password_hash, "password hash")):
+            problem = check_field(value, what) if value is not None else None
+            if problem:
+                raise ValueError(f"user {self.name}: {problem}")
+        if self.home is not None:
+            try:
+                self.home = clean_home(self.home)
+            except ValueError as exc:
+                raise ValueError(f"user {self.name}: home directory {exc}") from exc
+
     def _existing_groups(self, ctx: ApplyContext) -> list[str]:
         out: list[str] = []
         for g in self.groups:
-            if ctx.accounts.group(g) is None:
+            if not ctx.accounts.has_group(g):
                 ctx.log.warn(f"user {self.name}: group {g} does not exist; not added to it")
             elif g not in out:
                 out.append(g)
@@ -391,29 +345,47 @@ class UserAction(Action):
         """The config's shell if the root has it; bash/zsh/... from /usr/local/bin; else /bin/sh."""
         if self.shell is None:
             return None
-        if ctx.root.exists(self.shell):
+        if self.shell == DEFAULT_SHELL or _executable(ctx, self.shell):
             return self.shell
         base = self.shell.rsplit("/", 1)[-1]
-        local = f"/usr/local/bin/{base}"
-        if ctx.root.exists(local):
-            return local
-        ctx.log.warn(f"user {self.name}: shell {self.shell} not found; using {DEFAULT_SHELL}")
+        if self.shell.startswith("/") and base and base not in (".", "..") and bad_char(base) is None:
+            local = f"{LOCAL_BIN}/{base}"
+            if _executable(ctx, local):
+                return local
+        ctx.log.warn(
+            f"user {self.name}: shell {self.shell!r} is not an executable in the root; using {DEFAULT_SHELL}"
+        )
         return DEFAULT_SHELL
 
-    def _uid_free(self, ctx: ApplyContext, uid: int) -> bool:
+    def _uid_free(self, ctx: ApplyContext, uid: int, adding: bool) -> bool:
         other = ctx.accounts.user_by_uid(uid)
         if other is None or other.name == self.name:
             return True
         ctx.log.warn(
             f"user {self.name}: uid {uid} already belongs to {other.name}; "
-            + ("pw allocates a free uid" if ctx.accounts.user(self.name) is None else "uid left unchanged")
+            + ("pw allocates a free uid" if adding else "uid left unchanged")
         )
         return False
 
+    def _resolve_home(self, ctx: ApplyContext, home: str) -> None:
+        """Refuse a home whose path leaves the root through a symlink (before any command is built)."""
+        try:
+            ctx.root.host_str(home, follow_last=True)
+        except ValueError as exc:
+            raise ValueError(f"user {self.name}: home directory {exc}") from exc
+
     def _add(self, ctx: ApplyContext, groups: list[str], shell: str | None) -> bool:
         acc = ctx.accounts
-        uid = self.uid if self.uid is not None and self._uid_free(ctx, self.uid) else None
+        uid = self.uid if self.uid is not None and self._uid_free(ctx, self.uid, True) else None
         home = self.home or f"/home/{self.name}"
+        self._resolve_home(ctx, home)
+        create = self.create_home
+        users = acc.users_with_home(home)
+        if create and users:
+            ctx.log.warn(
+                f"user {self.name}: home {home} is also {users[0].name}'s; not created or re-owned by pw"
+            )
+            create = False
         argv = pw(ctx, "useradd", "-n", self.name)
         if uid is not None:
             argv += ["-u", str(uid)]
@@ -424,7 +396,7 @@ class UserAction(Action):
             argv += ["-g", self.primary_group]
         if groups:
             argv += ["-G", ",".join(groups)]
-        if self.create_home:
+        if create:
             argv += ["-m", "-M", "0755"]
         argv += ["-s", shell or DEFAULT_SHELL]
         stdin = None
@@ -434,26 +406,31 @@ class UserAction(Action):
         else:
             argv += ["-w", "no"]
         ctx.run(argv, input=stdin)
-        if not ctx.recording:
-            ctx.forget_accounts()
-            return True
-        # Stage what pw would have done.
+        # Keep the database in step with what pw did (and, when only recording, stage it).
+        pending = False
         if uid is None:
-            uid = acc.next_id(u.uid for u in acc.users)
+            if ctx.recording:
+                uid = acc.next_uid()
+            else:
+                uid, pending = -1, True
         if self.primary_group:
             gid = acc.gid_of(self.primary_group)
             if gid is None:
                 raise RuntimeError(f"user {self.name}: primary group {self.primary_group} does not exist")
+        elif pending:
+            gid = -1
+            acc.add_group(GrEntry(self.name, gid))
         else:
-            gid = uid if acc.group_by_gid(uid) is None else acc.next_id(g.gid for g in acc.groups)
-            acc.groups.append(GrEntry(self.name, gid))
+            gid = uid if acc.group_by_gid(uid) is None else acc.next_gid()
+            acc.add_group(GrEntry(self.name, gid))
         entry = PwEntry(
             self.name, self.password_hash or "*", uid, gid, self.gecos or "", home, shell or DEFAULT_SHELL
         )
-        acc.users.append(entry)
+        acc.add_user(entry)
         acc.set_members(self.name, groups)
-        acc.save(ctx.root)
-        if self.create_home and not ctx.root.exists(home):
+        if pending:
+            acc.pending.add(self.name)
+        if ctx.recording and create and not ctx.root.exists(home):
             ctx.root.makeparents(home)
             ctx.root.makedirs(home, 0o755, uid, gid)
         return True
@@ -462,12 +439,20 @@ class UserAction(Action):
         acc = ctx.accounts
         changed = False
         args: list[str] = []
-        if self.uid is not None and cur.uid != self.uid and self._uid_free(ctx, self.uid):
-            args += ["-u", str(self.uid)]
+        protected = is_protected(ctx, cur)
+        if self.uid is not None and cur.uid != self.uid:
+            if protected:
+                ctx.log.warn(f"user {self.name} is a base system account; its uid {cur.uid} is left as is")
+            elif self._uid_free(ctx, self.uid, False):
+                args += ["-u", str(self.uid)]
         if self.gecos is not None and cur.gecos != self.gecos:
             args += ["-c", self.gecos]
         if self.home is not None and cur.home != self.home:
-            args += ["-d", self.home]
+            if protected:
+                ctx.log.warn(f"user {self.name} is a base system account; its home {cur.home} is left as is")
+            else:
+                self._resolve_home(ctx, self.home)
+                args += ["-d", self.home]
         if self.primary_group is not None and acc.gid_of(self.primary_group) != cur.gid:
             args += ["-g", self.primary_group]
         current_groups = acc.supplementary(self.name)
@@ -480,35 +465,29 @@ class UserAction(Action):
             old_uid, home = cur.uid, cur.home
             ctx.run(pw(ctx, "usermod", "-n", self.name, *args))
             changed = True
-            if ctx.recording:
-                self._stage_mod(acc, cur, args)
+            self._stage_mod(acc, cur, args)
             if "-u" in args and self.uid is not None:
                 rehome(ctx, home, old_uid, self.uid)
         if self.password_hash and cur.password != self.password_hash:
             ctx.run(pw(ctx, "usermod", "-n", self.name, "-H", "0"), input=self.password_hash.encode())
             changed = True
-            if ctx.recording:
-                cur.password = self.password_hash
+            cur.password = self.password_hash
+            acc.dirty = True
         elif cur.password.startswith(LOCKED_PREFIX):
             ctx.run(pw(ctx, "unlock", "-n", self.name))
             changed = True
-            if ctx.recording:
-                cur.password = cur.password[len(LOCKED_PREFIX) :]
-        if changed:
-            if ctx.recording:
-                acc.save(ctx.root)
-            else:
-                ctx.forget_accounts()
+            cur.password = cur.password[len(LOCKED_PREFIX) :]
+            acc.dirty = True
         return changed
 
-    def _stage_mod(self, acc: Accounts, cur: PwEntry, args: list[str]) -> None:
+    def _stage_mod(self, acc: AccountDB, cur: PwEntry, args: list[str]) -> None:
         opts = dict(zip(args[::2], args[1::2], strict=True))
         if "-u" in opts:
-            cur.uid = int(opts["-u"])
+            acc.set_uid(cur, int(opts["-u"]))
         if "-c" in opts:
             cur.gecos = opts["-c"]
         if "-d" in opts:
-            cur.home = opts["-d"]
+            acc.set_home(cur, opts["-d"])
         if "-g" in opts:
             gid = acc.gid_of(opts["-g"])
             if gid is not None:
@@ -517,6 +496,7 @@ class UserAction(Action):
             acc.set_members(cur.name, opts["-G"].split(","))
         if "-s" in opts:
             cur.shell = opts["-s"]
+        acc.dirty = True
 
 
 def rehome(ctx: ApplyContext, home: str, old_uid: int, new_uid: int) -> int:
@@ -524,19 +504,20 @@ def rehome(ctx: ApplyContext, home: str, old_uid: int, new_uid: int) -> int:
 
     pw(8) changes the account only; without this, sshd's StrictModes would refuse the user's own
     ``.ssh`` (now owned by a stranger). Symlinks are not followed and other file systems (a host
-    folder mounted inside the home) are left alone.
+    folder mounted inside the home) are left alone. A home another account also uses (toor's and
+    root's /root) is never re-owned.
     """
-    if not ctx.root.can_chown or not home.startswith("/"):
+    if not ctx.root.can_chown or not home.startswith("/") or not home.strip("/"):
         return 0
-    import os
-
+    others = [u.name for u in ctx.accounts.users_with_home(home) if u.uid != new_uid]
+    if others:
+        ctx.log.warn(f"{home} is also the home of {', '.join(others)}; its files keep their owner")
+        return 0
     try:
         top = str(ctx.root.host(home, follow_last=True))
         top_dev = os.lstat(top).st_dev
     except (OSError, ValueError):
         return 0
-    import stat
-
     count = 0
     for dirpath, dirnames, filenames in os.walk(top):
         entries = [dirpath, *(os.path.join(dirpath, f) for f in filenames)]

@@ -19,7 +19,7 @@ from typing import Any
 from fpvm.guest import passwd, storage
 from fpvm.guest.actions import Action, Note
 from fpvm.guest.rootfs import RootFS, UnsafePathError, split_guest_path
-from fpvm.guest.sshkeys import AuthorizedKeys
+from fpvm.guest.sshkeys import AuthorizedKeys, check_key
 from fpvm.guest.sudoers import SudoersFile
 
 MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
@@ -136,6 +136,7 @@ def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
 # -- users ------------------------------------------------------------------------------------------
 def _plan_passwd(b: _Builder, config: Any) -> None:
     pw = config.passwd
+    batch = passwd.Batch()  # the account files are written once, after the last account action
     for i, group in enumerate(pw.groups):
         where = f"$.passwd.groups[{i}]"
         why = passwd.check_name(group.name)
@@ -148,7 +149,7 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
         if group.should_exist is False:
             b.actions.append(Note(f"group {group.name}", "shouldExist false: groups are not removed", where))
             continue
-        b.actions.append(passwd.GroupAction(group.name, group.gid, source=where))
+        b.actions.append(passwd.GroupAction(group.name, group.gid, source=where, batch=batch))
     sudo_users: list[str] = []
     key_actions: list[Action] = []
     for i, user in enumerate(pw.users):
@@ -157,24 +158,27 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
         if why:
             b.fail(f"{where}.name", f"user name {user.name!r} would be refused by pw: {why}")
             continue
-        for attr, what in (("gecos", "gecos"), ("home_dir", "homeDir"), ("shell", "shell")):
+        for attr, what in (("gecos", "gecos"), ("shell", "shell"), ("password_hash", "passwordHash")):
             value = getattr(user, attr)
             problem = passwd.check_field(value, what) if value is not None else None
             if problem:
                 b.fail(f"{where}.{what}", problem)
         if user.uid is not None and not 0 <= user.uid < 2**32 - 1:
             b.fail(f"{where}.uid", f"uid {user.uid} is not a valid FreeBSD uid")
-        if user.home_dir is not None and not user.home_dir.startswith("/"):
-            b.fail(f"{where}.homeDir", "must be an absolute path")
-        if user.password_hash is not None and passwd.check_field(user.password_hash, "passwordHash"):
-            b.fail(f"{where}.passwordHash", "may not contain ':' or line breaks")
+        home = user.home_dir or None
+        if home is not None:
+            try:
+                home = passwd.clean_home(home)
+            except ValueError as exc:
+                b.fail(f"{where}.homeDir", str(exc))
         if user.primary_group is not None and passwd.check_name(user.primary_group):
             b.fail(f"{where}.primaryGroup", f"invalid group name {user.primary_group!r}")
         for j, key in enumerate(user.ssh_authorized_keys):
-            if "\n" in key.strip() or "\r" in key:
-                b.fail(f"{where}.sshAuthorizedKeys[{j}]", "a key must be one line")
+            problem = check_key(key)
+            if problem:
+                b.fail(f"{where}.sshAuthorizedKeys[{j}]", problem)
         if user.should_exist is False:
-            b.actions.append(passwd.UserAction(user.name, should_exist=False, source=where))
+            b.actions.append(passwd.UserAction(user.name, should_exist=False, source=where, batch=batch))
             continue
         groups, mapped = passwd.map_groups(user.groups)
         note = f"Linux groups {', '.join(mapped)} -> {', '.join(groups)}" if mapped else ""
@@ -187,7 +191,7 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
                 user.name,
                 uid=None if is_root else user.uid,
                 gecos=user.gecos,
-                home=user.home_dir,
+                home=home,
                 shell=user.shell,
                 primary_group=primary,
                 groups=groups,
@@ -196,12 +200,16 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
                 source=where,
                 disposition="translate" if note else "apply",
                 note=note,
+                batch=batch,
             )
         )
         if user.ssh_authorized_keys:
             key_actions.append(
                 AuthorizedKeys(
-                    user.name, list(user.ssh_authorized_keys), user.home_dir, f"{where}.sshAuthorizedKeys"
+                    user.name,
+                    list(user.ssh_authorized_keys),
+                    home,
+                    f"{where}.sshAuthorizedKeys",
                 )
             )
         if not is_root:
@@ -376,7 +384,7 @@ def _zone_name(target: str) -> str | None:
 def _plan_hostname(b: _Builder, data: bytes | None, where: str) -> None:
     from fpvm.guest.rcconf import RcConfSet
 
-    name = (data or b"").decode("utf-8", "replace").strip().splitlines()
+    name = (data or b"").decode("utf-8", "replace").strip().split("\n")
     host = name[0].strip() if name else ""
     ok = host and len(host) <= 253 and all((c.isascii() and c.isalnum()) or c in "-." for c in host)
     if not ok:

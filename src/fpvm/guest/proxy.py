@@ -35,6 +35,10 @@ Only the variables podman sends are accepted (containers/common ``config.ProxyEn
 ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``); anything else in the entry is reported and dropped, so a
 config cannot smuggle ``PATH`` or ``LD_PRELOAD`` into the service. A proxy variable given in one case
 only is also set in the other (curl reads only ``http_proxy``, Go and fetch(3) read both).
+
+A value holding a control character (``\v``, ``\f``, ``\x1c``, U+2028 ...) is refused with a warning
+naming where it came from: no proxy URL or certificate path has one, and written into a file that
+rc.subr sources as root it could end a line early. Every value is quoted by ``rcconf.sh_quote``.
 """
 
 from __future__ import annotations
@@ -235,7 +239,7 @@ def _bash_word(text: str) -> str:
 def parse_environment_d(text: str) -> dict[str, str]:
     """``/etc/environment.d/*.conf`` lines (``K=v``; podman 5.x writes them with bash ``printf %q``)."""
     env: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -257,7 +261,7 @@ def parse_default_environment(text: str) -> dict[str, str]:
     import shlex
 
     env: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         key, sep, rest = line.strip().partition("=")
         if not sep or key.strip() != "DefaultEnvironment":
             continue
@@ -321,12 +325,23 @@ def cert_env_from_state(saved: Any) -> dict[str, str]:
 
 
 # -- what FreeBSD gets ------------------------------------------------------------------------------
+def unsafe_values(env: dict[str, str]) -> list[str]:
+    """Names of the allowed variables whose value holds a control character (refused)."""
+    from fpvm.guest.accountdb import bad_char
+
+    return [k for k in ALLOWED_VARS if k in env and bad_char(env[k]) is not None]
+
+
 def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Accepted variables (both cases of each proxy variable, cert paths mapped) and rejected names."""
+    """Accepted variables (both cases of each proxy variable, cert paths mapped) and rejected names.
+
+    Values with control characters are dropped (``unsafe_values`` names them for the warning).
+    """
     accepted: dict[str, str] = {}
     rejected = [k for k in env if k not in ALLOWED_VARS]
+    unsafe = set(unsafe_values(env))
     for name in ALLOWED_VARS:
-        if name in env and env[name] != "":
+        if name in env and env[name] != "" and name not in unsafe:
             value = env[name]
             if name.startswith("SSL_CERT_"):
                 for linux, freebsd in _CERT_PATHS:
@@ -342,8 +357,8 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
 
 
 def sh_single_quote(value: str) -> str:
-    """``value`` as one sh word in single quotes."""
-    return "'" + value.replace("'", "'\\''") + "'"
+    """``value`` as one sh word in single quotes (``rcconf.sh_quote``: control characters refused)."""
+    return rcconf.sh_quote(value, single=True)
 
 
 def profile_text(env: dict[str, str]) -> bytes:
@@ -358,17 +373,32 @@ def service_env_value(env: dict[str, str]) -> str:
     return " ".join(f"{k}={sh_single_quote(v)}" for k, v in env.items())
 
 
-def apply_proxy_env(root: RootFS | str, env: dict[str, str]) -> bool:
+def apply_proxy_env(
+    root: RootFS | str,
+    env: dict[str, str],
+    *,
+    source: str = ENVIRONMENT_D_FILE,
+    warn: Callable[[str], None] | None = None,
+) -> bool:
     """Make login shells and the podman service see ``env`` (empty: remove fpvm's settings).
 
     Returns True when a file changed; the caller decides whether a running podman service must be
     restarted (the new environment reaches it only at its next start). Unknown variables are dropped
-    (see ``normalise``).
+    (see ``normalise``); a value with control characters is dropped with a warning naming ``source``
+    (through ``warn``, else on stderr).
     """
     if isinstance(root, str):
         from fpvm.guest.rootfs import RootFS as _RootFS
 
         root = _RootFS(root)
+    for name in unsafe_values(env):
+        msg = f"{source}: value of {name} contains control characters; ignored"
+        if warn is not None:
+            warn(msg)
+        else:
+            import sys
+
+            print(f"fpvm: warning: {msg}", file=sys.stderr)
     accepted, _rejected = normalise(env)
     changed = False
     if accepted:
@@ -396,22 +426,26 @@ class ProxyEnvAction(Action):
     ) -> None:
         super().__init__(source, disposition, note)
         self.env, self.rejected = normalise(env)
+        self.unsafe = unsafe_values(env)
 
     def describe(self) -> str:
         if not self.env:
             return "proxy environment: none (fpvm's proxy settings removed)"
         names = ", ".join(self.env)
         text = f"proxy environment for login shells and podman_service: {names}"
-        if self.rejected:
-            text += f" (ignored: {', '.join(self.rejected)})"
+        if self.rejected or self.unsafe:
+            text += f" (ignored: {', '.join([*self.rejected, *self.unsafe])})"
         return text
 
     def fields(self) -> dict[str, Any]:
-        return {"env": self.env, "rejected": self.rejected}
+        return {"env": self.env, "rejected": [*self.rejected, *self.unsafe]}
 
     def apply(self, ctx: ApplyContext) -> bool:
         for name in self.rejected:
             ctx.log.warn(f"{ENVIRONMENT_ENTRY}: variable {name} is not a proxy setting; ignored")
+        where = f"{ENVIRONMENT_ENTRY} ({self.source})" if self.source else ENVIRONMENT_ENTRY
+        for name in self.unsafe:
+            ctx.log.warn(f"{where}: value of {name} contains control characters; ignored")
         changed = apply_proxy_env(ctx.root, self.env)
         if changed:
             ctx.log.info(self.describe())
@@ -437,4 +471,5 @@ __all__ = [
     "parse_environment_d",
     "read_environment_d",
     "saved_cert_env",
+    "unsafe_values",
 ]

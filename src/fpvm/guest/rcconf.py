@@ -9,6 +9,13 @@ The files are plain ``name="value"`` lines. Like cloud-init's FreeBSD helpers (a
 value is only written when it differs from what the file already says, lines the agent does not
 manage (comments, other variables, blank lines) are kept byte for byte, and an unchanged file is not
 rewritten at all (same inode, same mtime), so a second boot changes nothing.
+
+Quoting: every value the agent writes into a file that sh sources (these files, rc.subr's
+``${name}_env``, the proxy profile script) goes through one function, ``sh_quote``. It refuses
+values holding control characters (C0, DEL, C1, U+2028, U+2029) instead of trying to quote them:
+no proxy URL, path or flag needs one, and each of them is a line break for some reader (Python's
+``splitlines``, editors, ``sysrc``). What is left is quoted so that sh reads back exactly the value
+and expands nothing. Files are split at ``\n`` only, as sh does.
 """
 
 from __future__ import annotations
@@ -33,12 +40,37 @@ class RcConfError(ValueError):
     """A service or variable name, or a value, that cannot be written as an rc.conf line."""
 
 
-def quote(value: str) -> str:
-    """``value`` as an sh double-quoted word (what rc.subr reads back as exactly ``value``)."""
-    if "\n" in value or "\0" in value:
-        raise RcConfError(f"rc.conf values cannot contain newlines or NUL bytes: {value!r}")
+def sh_quote(value: str, *, single: bool = False) -> str:
+    """``value`` as one sh word that sh reads back as exactly ``value``, expanding nothing.
+
+    Double quotes (rc.conf style) escape ``\\ " $ ` ``; ``single=True`` gives ``'...'`` with each
+    ``'`` written as ``'\\''``. Values with control characters raise RcConfError (see the module doc).
+    """
+    from fpvm.guest.accountdb import bad_char
+
+    ch = bad_char(value)
+    if ch is not None:
+        raise RcConfError(f"values sourced by sh cannot contain control characters ({ch!r}): {value!r}")
+    if single:
+        return "'" + value.replace("'", "'\\''") + "'"
     out = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
     return f'"{out}"'
+
+
+def quote(value: str) -> str:
+    """``value`` as an sh double-quoted word (what rc.subr reads back as exactly ``value``)."""
+    return sh_quote(value)
+
+
+def split_lines(text: str, keepends: bool = False) -> list[str]:
+    """``text``'s lines as sh sees them: split at ``\n`` only (never ``str.splitlines``)."""
+    parts = text.split("\n")
+    last = parts.pop()
+    if keepends:
+        parts = [p + "\n" for p in parts]
+    if last:
+        parts.append(last)
+    return parts
 
 
 def unquote(text: str) -> str | None:
@@ -96,7 +128,7 @@ def unquote(text: str) -> str | None:
 def parse(text: str) -> dict[str, str | None]:
     """Variables assigned in an rc.conf-style text (the last assignment wins, as in sh)."""
     values: dict[str, str | None] = {}
-    for line in text.splitlines():
+    for line in split_lines(text):
         m = _ASSIGN.match(line)
         if m:
             values[m.group(1)] = unquote(m.group(2))
@@ -109,7 +141,7 @@ def update_text(text: str, values: dict[str, str | None]) -> str:
     A variable already assigned keeps its place (its last assignment is rewritten, earlier ones are
     left: they are overridden anyway); a new one is appended.
     """
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text, keepends=True)
     for name, value in values.items():
         _check_name(name)
         where = [i for i, line in enumerate(lines) if (m := _ASSIGN.match(line)) and m.group(1) == name]
@@ -218,6 +250,8 @@ __all__ = [
     "quote",
     "read_values",
     "set_values",
+    "sh_quote",
+    "split_lines",
     "unquote",
     "update_text",
 ]

@@ -69,7 +69,7 @@ def rcorder_header(text: str | bytes) -> dict[str, list[str]]:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     out: dict[str, list[str]] = {"PROVIDE": [], "REQUIRE": [], "BEFORE": [], "KEYWORD": []}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         m = _HEADER.match(line)
         if m:
             out[m.group(1)].extend(m.group(2).split())

@@ -596,7 +596,7 @@ def apply_base_edits(root: Path) -> bool:
     if not config.is_file():
         raise OverlayError(f"{config} is missing: is FreeBSD-ssh installed in {root}?")
     text = config.read_text()
-    if any(line.strip() == rcp.SSHD_INCLUDE for line in text.splitlines()):
+    if any(line.strip() == rcp.SSHD_INCLUDE for line in text.split("\n")):
         return False
     mode = config.stat().st_mode & 0o7777
     atomic_write(config, (rcp.SSHD_INCLUDE + "\n\n" + text).encode(), mode=mode)

@@ -86,7 +86,7 @@ def run(shim: Shim, args: list[str]) -> int:
         except OSError as exc:
             status = shim.error(f"{conf}: {exc.strerror if exc.filename else exc}")
             continue
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
