@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
+from conftest import FIXTURES
 from fpvm.guest.compat import launchers
 from fpvm.image import overlay
 
@@ -46,9 +46,10 @@ def _guest(tmp_path: Path, with_overlay: bool = True) -> tuple[Path, Path]:
     bindir.mkdir()
     record = tmp_path / "shims.jsonl"
     fpvm = bindir / "fpvm-record"
+    src = REPO / "src"
     fpvm.write_text(
         "#!/bin/sh\na=$1 b=$2; shift 2\n"
-        f'PYTHONPATH={REPO / "src"} exec {sys.executable} -m fpvm "$a" "$b" --record {record} --root {root} "$@"\n'
+        f'PYTHONPATH={src} exec {sys.executable} -m fpvm "$a" "$b" --record {record} --root {root} "$@"\n'
     )
     fpvm.chmod(0o755)
     compat = tmp_path / "linux-compat"
@@ -65,9 +66,20 @@ def _guest(tmp_path: Path, with_overlay: bool = True) -> tuple[Path, Path]:
 
 def _boot(root: Path, ign: Path) -> None:
     """One boot of the agent (records instead of running FreeBSD commands)."""
-    args = ["--root", str(root), "--config", str(ign), "--record", str(root.parent / "agent.jsonl"), "--no-ready"]
+    args = [
+        "--root",
+        str(root),
+        "--config",
+        str(ign),
+        "--record",
+        str(root.parent / "agent.jsonl"),
+        "--no-ready",
+    ]
     res = subprocess.run(
-        [sys.executable, "-m", "fpvm", "guest", "provision", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "fpvm", "guest", "provision", *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -140,9 +140,9 @@ def test_files_mapped_to_freebsd(provisioned: dict[str, Any]) -> None:
                 assert not (root / path.lstrip("/")).exists(), path
         elif path == "/etc/podman-machine":
             assert (root / "etc/podman-machine").read_bytes() == data
-        elif path.startswith(
-            ("/etc/systemd/", "/var/lib/systemd/", "/etc/sysctl.d/")
-        ) or ("/.config/systemd/" in path or path.startswith("/etc/chrony")):
+        elif path.startswith(("/etc/systemd/", "/var/lib/systemd/", "/etc/sysctl.d/")) or (
+            "/.config/systemd/" in path or path.startswith("/etc/chrony")
+        ):
             assert not (root / path.lstrip("/")).exists(), f"Linux-only {path} was written"
         elif path.startswith("/home/"):
             assert (root / "usr/home" / path[len("/home/") :]).read_bytes() == data
