@@ -38,6 +38,7 @@ import uuid
 
 HELPERS_JSON = "helpers.json"
 LOG_NAME = "helpers.log"
+LOG_LIMIT = 256 * 1024
 STATE_SUFFIX = ".fpvm.json"
 MAX_9P_TAG = 31  # QEMU: "mount tag ... is longer than maximum (31 bytes)"
 ACCEPT_TIMEOUT = 600.0  # a stand-in virtiofsd whose QEMU never came gives up (virtiofsd would wait forever)
@@ -246,8 +247,14 @@ def find_real(name: str, here: str) -> str | None:
 
 def log(here: str, line: str) -> None:
     """One line per decision in helpers.log (``fpvm podman-machine doctor`` shows the last ones)."""
+    path = os.path.join(here, LOG_NAME)
     try:
-        with open(os.path.join(here, LOG_NAME), "a", encoding="utf-8") as fh:
+        if os.path.getsize(path) > LOG_LIMIT:  # one line per start: keep the file small
+            os.replace(path, path + ".old")
+    except OSError:
+        pass
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
             fh.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + line + "\n")
     except OSError:
         pass

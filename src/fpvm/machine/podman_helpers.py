@@ -188,7 +188,7 @@ def teardown(folder: Path | None = None, out: Any = None) -> int:
     if drop.is_file() and drop.read_text(encoding="utf-8", errors="replace").startswith(MARKER):
         drop.unlink()
         removed.append(str(drop))
-    names = [SCRIPT_NAME, HELPERS_JSON, LOG_NAME, qemu_name(), "virtiofsd"]
+    names = [SCRIPT_NAME, HELPERS_JSON, LOG_NAME, LOG_NAME + ".old", qemu_name(), "virtiofsd"]
     for name in names:
         p = folder / name
         if p.is_file() and not p.is_symlink():
