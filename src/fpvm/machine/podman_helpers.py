@@ -163,6 +163,11 @@ def helper_files(folder: Path, previous: list[str], python: str) -> dict[str, tu
 
 def setup(folder: Path | None = None, out: Any = None) -> int:
     out = out or sys.stdout
+    if not sys.platform.startswith("linux"):
+        raise MachineError(
+            "the helpers are for podman's qemu provider on Linux (podman 5 on macOS uses applehv/libkrun, "
+            "whose virtio-fs and vsock FreeBSD lacks): use `fpvm machine` there"
+        )
     folder = folder or helper_dir()
     drop = dropin_path()
     previous, _ = helper_dirs_in_force(skip=drop)
