@@ -391,3 +391,33 @@ def test_doctor_says_whether_the_helpers_are_in_place(
     assert fpvm("podman-machine", "doctor", "bsd") == 1  # the VM is not running
     out = capsys.readouterr().out
     assert "[ok] helpers: 2 folder(s) are offered as 9p: fpvm's helpers in" in out
+
+
+def test_no_real_virtiofsd_for_another_machine_fails_the_start_with_a_message(
+    env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """podman waits for the socket forever, so it is served; the qemu helper then refuses, saying why."""
+    linux = gpt_disk(env["base"] / "fcos.raw", LINUX_FS)
+    share = env["base"] / "share"
+    share.mkdir()
+    sock = env["run"] / "virtiofschar0"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import podman_helper_main as h; "
+        "sys.exit(h.serve_stand_in(*sys.argv[2:5], 60.0, 'no real virtiofsd: install it'))"
+    )
+    here = str(Path(podman_helper_main.__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", code, here, str(sock), str(share), str(env["base"])])
+    try:
+        wait_for(sock, proc)
+        argv = [QEMU, "-drive", f"if=virtio,file={linux}", "-chardev", f"socket,id=c0,path={sock}"]
+        argv += ["-device", "vhost-user-fs-pci,queue-size=1024,chardev=c0,tag=t"]
+        assert podman_helper_main.qemu_main(QEMU, argv, str(env["base"])) == 1
+        assert "no real virtiofsd: install it" in capsys.readouterr().err
+        with socket.socket(socket.AF_UNIX) as c:  # QEMU's connection and its end: the stand-in exits
+            c.connect(str(sock))
+        assert proc.wait(30) == 0
+        assert not sock.exists() and not Path(f"{sock}.fpvm.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

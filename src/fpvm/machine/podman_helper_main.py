@@ -321,8 +321,14 @@ def write_state(sock: str, data: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def serve_stand_in(sock: str, shared: str, here: str, timeout: float = ACCEPT_TIMEOUT) -> int:
-    """Be virtiofsd for a FreeBSD machine: announce the folder, listen, live while QEMU is connected."""
+def serve_stand_in(
+    sock: str, shared: str, here: str, timeout: float = ACCEPT_TIMEOUT, error: str = ""
+) -> int:
+    """Be virtiofsd for a FreeBSD machine: announce the folder, listen, live while QEMU is connected.
+
+    With ``error`` (no real virtiofsd for another machine) the socket only lets podman go on (it waits
+    for the path forever); the qemu helper then refuses to start with that message, which podman shows.
+    """
 
     def cleanup(*_: object) -> None:
         for path in (sock, state_path(sock)):
@@ -335,7 +341,10 @@ def serve_stand_in(sock: str, shared: str, here: str, timeout: float = ACCEPT_TI
 
     with contextlib.suppress(OSError):
         os.unlink(sock)  # a socket left by an earlier run
-    write_state(sock, {"socket": sock, "shared_dir": shared, "pid": os.getpid()})
+    state: dict[str, object] = {"socket": sock, "shared_dir": shared, "pid": os.getpid()}
+    if error:
+        state["error"] = error
+    write_state(sock, state)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # live as long as QEMU, not as the terminal
@@ -372,6 +381,14 @@ def virtiofsd_main(argv: list[str], here: str) -> int:
         log(here, f"virtiofsd {sock}: FreeBSD machine {machine.get('Name')}: stand-in for {shared}")
         return serve_stand_in(sock, shared, here)
     why = "no machine is starting with this folder" if machine is None else f"machine {machine.get('Name')}"
+    if sock and shared and find_real("virtiofsd", here) is None:
+        # podman would wait for the socket forever: serve it, and let the qemu helper say what is wrong
+        error = (
+            f"fpvm's virtiofsd helper found no real virtiofsd for {shared} ({why}); install virtiofsd "
+            "(Debian/Ubuntu/Fedora: package virtiofsd)"
+        )
+        log(here, f"virtiofsd {sock}: {error}")
+        return serve_stand_in(sock, shared, here, error=error)
     log(here, f"virtiofsd {sock}: real virtiofsd ({why})")
     return exec_real("virtiofsd", argv, here)
 
@@ -449,12 +466,34 @@ def rewrite_qemu(argv: list[str]) -> list[str] | None:
     return out
 
 
+def stand_in_errors(argv: list[str]) -> list[str]:
+    """Messages of live virtiofsd stand-ins (state files) that had no real virtiofsd to run."""
+    out = []
+    for _, value in option_values(argv, "-chardev"):
+        o = opts_dict(value, "backend")
+        state = load_json(state_path(o["path"])) if o.get("backend") == "socket" and o.get("path") else None
+        pid = state.get("pid") if state else None
+        if state and state.get("error") and isinstance(pid, int):
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                continue  # left by a stand-in that is gone
+            out.append(str(state["error"]))
+    return out
+
+
 def qemu_main(role: str, argv: list[str], here: str) -> int:
     try:
         new = rewrite_qemu(argv)
     except RewriteError as exc:
         print(f"fpvm's {role} helper: {exc}", file=sys.stderr)
         log(here, f"{role}: {exc}")
+        return 1
+    errors = stand_in_errors(argv) if new is None else []
+    if errors:
+        for error in errors:
+            print(error, file=sys.stderr)
+        log(here, f"{role}: not started: " + "; ".join(errors))
         return 1
     if new is None:
         log(here, f"{role}: unchanged command line")
