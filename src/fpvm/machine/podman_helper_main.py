@@ -17,8 +17,8 @@ which the guest's ``mount`` shim mounts with p9fs(4):
   read-only when the machine's mount is; the ``-chardev`` stays, so QEMU keeps the stand-in's socket
   open. Every other command line is exec'd unchanged, byte for byte.
 
-The real binaries are looked up as podman would, skipping this folder: the helper folders configured
-before fpvm's (``helpers.json``), then PATH, then where distributions install virtiofsd.
+The real binaries are looked up as podman would, skipping this folder: ``CONTAINERS_HELPER_BINARY_DIR``,
+the helper folders configured before fpvm's (``helpers.json``), then PATH.
 
 This file is copied as is into the helper folder by ``fpvm podman-machine setup`` and run by the
 system's python3: standard library only, no fpvm imports, Python 3.8+.
@@ -42,7 +42,6 @@ LOG_LIMIT = 256 * 1024
 STATE_SUFFIX = ".fpvm.json"
 MAX_9P_TAG = 31  # QEMU: "mount tag ... is longer than maximum (31 bytes)"
 ACCEPT_TIMEOUT = 600.0  # a stand-in virtiofsd whose QEMU never came gives up (virtiofsd would wait forever)
-VIRTIOFSD_PLACES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/lib/virtiofsd")
 FREEBSD_GPT_TYPES = {
     uuid.UUID("83bd6b9d-7f41-11dc-be0b-001560b84f0f"),  # freebsd-boot
     uuid.UUID("516e7cb4-6ecf-11d6-8ff8-00022d09712b"),  # freebsd (disklabel)
@@ -238,11 +237,7 @@ def find_real(name: str, here: str) -> str | None:
         path = os.path.join(d, name)
         if os.path.isfile(path) and os.access(path, os.X_OK) and not same_dir(os.path.dirname(path), here):
             return path
-    if name == "virtiofsd":
-        for path in VIRTIOFSD_PLACES:
-            if os.path.isfile(path) and os.access(path, os.X_OK):
-                return path
-    return None
+    return None  # podman would not have found one either (it looks nowhere else)
 
 
 def log(here: str, line: str) -> None:
