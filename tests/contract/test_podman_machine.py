@@ -252,6 +252,18 @@ def test_5x_proxy_script_ends_in_a_daemon_reload_that_applies_it(machine: Harnes
 
 
 def test_5x_rootful_docker_sock_through_tmpfiles(machine: Harness) -> None:
+    # the boot applied the Ignition's own tmpfiles.d line (kept in the guest, not skipped)
+    assert (machine.staged / "etc/tmpfiles.d/podman-docker.conf").is_file()
+    assert os.readlink(machine.staged / "var/run/docker.sock") == "/run/podman/podman.sock"
+    # `podman machine set --rootless` then start: docker.sock follows the user's socket ...
+    uid = machine.user.pw_uid
+    line = f"L+  /run/docker.sock   -    -    -     -   /run/user/{uid}/podman/podman.sock"
+    rc, err, _ = new_records(machine, f"sudo bash -c 'echo \"{line}\" > /etc/tmpfiles.d/podman-docker.conf'")
+    assert rc == 0, err
+    rc, err, cmds = new_records(machine, "sudo systemd-tmpfiles --create --prefix=/run/docker.sock")
+    assert (rc, cmds) == (0, []), err
+    assert os.readlink(machine.staged / "var/run/docker.sock") == f"/run/user/{uid}/podman/podman.sock"
+    # ... and `set --rootful` then start (podman 5.8.2's recorded lines) brings it back to root's
     line = "L+  /run/docker.sock   -    -    -     -   /run/podman/podman.sock"
     rc, err, _ = new_records(machine, f"sudo bash -c 'echo \"{line}\" > /etc/tmpfiles.d/podman-docker.conf'")
     assert rc == 0, err

@@ -140,9 +140,9 @@ def test_files_mapped_to_freebsd(provisioned: dict[str, Any]) -> None:
                 assert not (root / path.lstrip("/")).exists(), path
         elif path == "/etc/podman-machine":
             assert (root / "etc/podman-machine").read_bytes() == data
-        elif path.startswith(
-            ("/etc/systemd/", "/etc/tmpfiles.d/", "/var/lib/systemd/", "/etc/sysctl.d/")
-        ) or ("/.config/systemd/" in path or path.startswith("/etc/chrony")):
+        elif path.startswith(("/etc/systemd/", "/var/lib/systemd/", "/etc/sysctl.d/")) or (
+            "/.config/systemd/" in path or path.startswith("/etc/chrony")
+        ):
             assert not (root / path.lstrip("/")).exists(), f"Linux-only {path} was written"
         elif path.startswith("/home/"):
             assert (root / "usr/home" / path[len("/home/") :]).read_bytes() == data
@@ -156,8 +156,12 @@ def test_files_mapped_to_freebsd(provisioned: dict[str, Any]) -> None:
     assert user_conf.read_bytes() == files["/home/core/.config/containers/containers.conf"]
     assert _mode(user_conf) == 0o744
     assert _mode(root / "etc/subuid") == 0o744
-    for linux_only in ("etc/systemd", "etc/tmpfiles.d", "var/lib/systemd", "etc/environment.d"):
+    for linux_only in ("etc/systemd", "var/lib/systemd", "etc/environment.d"):
         assert not (root / linux_only).exists()
+    # tmpfiles.d is kept: the agent applies its L+ line (docker.sock) at every boot, as FCOS does
+    docker = files.get("/etc/tmpfiles.d/podman-docker.conf")
+    if docker is not None:
+        assert os.readlink(root / "var/run/docker.sock") == docker.decode().split()[-1]
 
 
 def test_directories_owned_by_user(provisioned: dict[str, Any]) -> None:
@@ -225,6 +229,10 @@ CAPTURE_TREE: dict[str, tuple[str, int, int, bytes | str | None]] = {
     "etc/rc.conf.d/podman_service": ("file", 0o644, 0, b'podman_service_enable="YES"\n'),
     "etc/subgid": ("file", 0o744, 0, b"core:100000:1000000"),
     "etc/subuid": ("file", 0o744, 0, b"core:100000:1000000"),
+    "etc/tmpfiles.d": ("dir", 0o755, 0, None),
+    "etc/tmpfiles.d/podman-docker.conf": (
+        "file", 0o644, 0, b"L+  /run/docker.sock   -    -    -     -   /run/podman/podman.sock\n"
+    ),
     "root/.ssh": ("dir", 0o700, 0, None),
     "root/.ssh/authorized_keys": ("file", 0o600, 0, CAPTURE_KEY),
     "run": ("link", 0, 0, "var/run"),
@@ -256,6 +264,7 @@ CAPTURE_TREE: dict[str, tuple[str, int, int, bytes | str | None]] = {
     "var/db/zoneinfo": ("file", 0o644, 0, b"Europe/London\n"),
     "var/log/fpvm.log": ("file", 0o640, 0, None),
     "var/run": ("dir", 0o755, 0, None),
+    "var/run/docker.sock": ("link", 0, 0, "/run/podman/podman.sock"),  # applied from tmpfiles.d
     "var/run/user": ("dir", 0o755, 0, None),
     "var/run/user/1001": ("dir", 0o700, 1001, None),
     "var/run/user/1001/podman": ("dir", 0o700, 1001, None),

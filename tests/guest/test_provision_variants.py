@@ -146,8 +146,9 @@ def test_username_variant_through_the_cli(tmp_path: Path) -> None:
     # podman 4.9's enp0s1 recovery script is skipped together with its unit (Linux-only)
     assert not (root / "usr/local/bin/net-health-recovery.sh").exists()
     assert (root / "etc/profile.d/podman-machine-ssl.sh").exists()
-    for linux in ("etc/systemd", "etc/environment.d", "etc/NetworkManager", "etc/tmpfiles.d"):
+    for linux in ("etc/systemd", "etc/environment.d", "etc/NetworkManager"):
         assert not (root / linux).exists(), linux
+    assert os.readlink(root / "var/run/docker.sock") == "/run/user/1000/podman/podman.sock"
     assert (root / "etc/rc.conf.d/hostname").read_text() == 'hostname="podman-machine-default"\n'
     assert os.readlink(root / "etc/localtime") == "../usr/share/zoneinfo/Europe/London"
     # and again: nothing changes, no pw command

@@ -20,7 +20,8 @@ def test_show_readable_marks_each_item() -> None:
     out = res.stdout
     assert "core uid 1001: 1 key(s): ssh-ed25519 …user@host" in out
     assert "[translate] /etc/containers/containers.conf  30 bytes" in out
-    assert "[ignore   ] /etc/tmpfiles.d/podman-docker.conf" in out
+    assert "[translate] /etc/tmpfiles.d/podman-docker.conf" in out
+    assert "systemd-tmpfiles --create: L/L+ lines become symlinks" in out
     assert "[translate] /usr/local/bin/docker -> /usr/bin/podman" in out
     assert "[translate] /etc/localtime -> /usr/share/zoneinfo/Europe/London" in out
     assert "[ignore   ] docker.service (masked)" in out

@@ -47,7 +47,7 @@ def test_classify_table() -> None:
     assert classify("/etc/podman-machine").paths == ("/etc/podman-machine",)
     for linux in (
         "/etc/systemd/system/x.service",
-        "/etc/tmpfiles.d/a.conf",
+        "/usr/lib/tmpfiles.d/a.conf",
         "/etc/sysctl.d/10.conf",
         "/etc/chrony.conf",
         "/etc/chrony.d/x",
@@ -58,6 +58,7 @@ def test_classify_table() -> None:
         assert classify(linux).disposition == "ignore", linux
     assert classify("/etc/containersX").paths == ("/etc/containersX",)
     assert classify("/etc/subuid").disposition == "apply"
+    assert classify("/etc/tmpfiles.d/podman-docker.conf").paths == ("/etc/tmpfiles.d/podman-docker.conf",)
 
 
 def test_append_is_applied_once(root: Path) -> None:

@@ -14,8 +14,9 @@ FreeBSD facts used here (FreeBSD 15 man pages): p9fs(4) ``mount -t p9fs <share n
 driver module is ``virtio_p9fs`` (it pulls in ``p9fs``), loaded with kldload(8) ``-n`` ("do not try to
 load module if already loaded"); each virtio 9p device publishes its tag as the sysctl
 ``dev.virtio_p9fs.<unit>.p9fs_mount_tag`` (sysctl(8) ``-e`` prints ``name=value``). FreeBSD has no
-virtio-fs driver, so a virtiofs request can only be honoured when the same tag is also offered as a
-9p device (``fpvm machine`` does that).
+virtio-fs driver, so a virtiofs request can only be honoured when the same tag (or its first 31 bytes,
+QEMU's limit for 9p tags) is also offered as a 9p device (``fpvm machine`` and the podman 5.2+ helpers
+of ``fpvm podman-machine setup`` do that).
 
 Bad input is refused before any command runs, so a rejected request never leaves a mount behind.
 """
@@ -44,6 +45,9 @@ MOUNT = "/sbin/mount"
 SYSCTL = "/sbin/sysctl"
 P9_MODULE = "virtio_p9fs"
 P9_SYSCTL = "dev.virtio_p9fs"
+# QEMU refuses longer 9p mount tags; `fpvm podman-machine setup`'s helpers offer podman 5.2+'s 36-digit
+# virtiofs tag cut to this length, so a virtiofs request also matches a 9p device with its first 31 bytes.
+MAX_9P_TAG = 31
 
 # Absolute paths on purpose: the linux-compat directory (with its own ``mount``) is first on PATH.
 KLDLOAD_ARGV = [KLDLOAD, "-n", P9_MODULE]
@@ -164,12 +168,15 @@ def resolve_virtiofs(req: MountRequest, runner: Runner) -> MountRequest:
     if req.fstype != "virtiofs":
         return req
     tags = p9_tags(runner)
-    if req.tag not in tags:
+    tag = req.tag
+    if tag not in tags and len(tag) > MAX_9P_TAG and tag[:MAX_9P_TAG] in tags:
+        tag = tag[:MAX_9P_TAG]  # QEMU's 9p tags are at most 31 bytes; podman's virtiofs tags have 36
+    if tag not in tags:
         raise MountError(
             f"cannot mount virtiofs tag {req.tag!r} at {req.target}: no 9p device offers that tag "
             f"and {NO_VIRTIOFS}"
         )
-    return MountRequest(req.tag, req.target, req.readonly, "9p", req.origin)
+    return MountRequest(tag, req.target, req.readonly, "9p", req.origin)
 
 
 def mount_now(req: MountRequest, runner: Runner) -> None:

@@ -22,6 +22,7 @@ from fpvm.guest.rootfs import RootFS, UnsafePathError, split_guest_path
 from fpvm.guest.sshkeys import AuthorizedKeys, check_key
 from fpvm.guest.sudoers import SudoersFile
 
+TMPFILES_D = "/etc/tmpfiles.d"
 MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
 
 
@@ -373,6 +374,12 @@ def _plan_storage(b: _Builder, config: Any) -> None:
     entries.sort(key=lambda e: (e[0], e[1]))
     b.actions.extend(a for _, _, a in entries)
     b.actions.extend(hard)
+    # tmpfiles.d lines (podman's docker.sock link) are applied after the files, at every boot
+    tmpfiles = next(
+        (f"$.storage.files[{i}]" for i, f in enumerate(st.files) if f.path.startswith(TMPFILES_D + "/")), None
+    )
+    if tmpfiles is not None:
+        b.actions.append(storage.TmpfilesCreate(tmpfiles))
 
 
 def _zone_name(target: str) -> str | None:

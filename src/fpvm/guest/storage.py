@@ -45,7 +45,6 @@ LINUX_ONLY: tuple[tuple[str, str], ...] = (
     ("/etc/systemd", "systemd configuration"),
     ("/usr/lib/systemd", "systemd configuration"),
     ("/var/lib/systemd", "systemd state (linger)"),
-    ("/etc/tmpfiles.d", "systemd-tmpfiles"),
     ("/usr/lib/tmpfiles.d", "systemd-tmpfiles"),
     ("/etc/sysctl.d", "Linux sysctl"),
     ("/etc/chrony.conf", "chrony (FreeBSD uses ntpd)"),
@@ -408,3 +407,36 @@ class LinkAction(_Node):
                 ctx.log.warn(f"{self.path}: is a directory; not replaced by a link")
                 return False
         return fs.symlink(self.path, self.target, uid, gid)
+
+
+class TmpfilesCreate(Action):
+    """``systemd-tmpfiles --create`` at every boot: the L/L+ links of /etc/tmpfiles.d/*.conf.
+
+    Fedora CoreOS makes ``/run/docker.sock`` from podman's ``podman-docker.conf`` at each boot
+    (systemd-tmpfiles-setup.service); FreeBSD's cleanvar empties /var/run at boot, so the agent
+    re-creates the links each time, with the same translation as the ``systemd-tmpfiles`` shim. The
+    file podman rewrites after ``podman machine set --rootful`` is read here too (the config's own copy
+    has no ``overwrite`` and does not replace it).
+    """
+
+    kind = "tmpfiles"
+
+    def __init__(self, source: str = "") -> None:
+        super().__init__(source, "translate", "systemd-tmpfiles --create: L/L+ lines become symlinks")
+
+    def describe(self) -> str:
+        return "create the symlinks of /etc/tmpfiles.d/*.conf (systemd-tmpfiles --create)"
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        import io
+
+        from fpvm.guest.compat.base import Shim
+        from fpvm.guest.compat.tmpfiles import create_links
+
+        shim = Shim("systemd-tmpfiles", ctx.root, ctx.runner, err=io.StringIO())
+        status, changed = create_links(shim, [], [], [])
+        for line in shim.lines:
+            ctx.log.info(line.split(" ", 1)[1] if " " in line else line)
+        if status:
+            ctx.log.warn("systemd-tmpfiles --create: some lines could not be applied (see above)")
+        return bool(changed)

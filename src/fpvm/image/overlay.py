@@ -38,6 +38,13 @@ class Entry:
         return self.target is not None
 
 
+# /etc/tmpfiles.d must exist: podman 4.9+/5.x's rootful start runs `bash -c 'echo ... > /etc/tmpfiles.d/...'`.
+TMPFILES_README = (
+    b"systemd-tmpfiles(8) lines, as on Linux. fpvm applies the L/L+ (symlink) lines of *.conf here at\n"
+    b"every boot and on `systemd-tmpfiles --create` (fpvm.guest.compat.tmpfiles); other types are skipped.\n"
+)
+
+
 def shell_assignments(values: dict[str, str]) -> bytes:
     """``name="value"`` lines, the form rc.conf(5) and loader.conf(5) both parse.
 
@@ -283,6 +290,7 @@ def entries(
         Entry("/etc/fstab", FSTAB_ZFS if fs == "zfs" else FSTAB),
         Entry("/usr/local/etc/containers/storage.conf", storage_conf(fs)),
         Entry("/firstboot", b""),
+        Entry("/etc/tmpfiles.d/README", TMPFILES_README),  # the folder podman writes podman-docker.conf to
         Entry("/run", target="var/run"),
         Entry("/usr/bin/bash", target="/usr/local/bin/bash"),
         Entry("/usr/local/etc/rc.d/fpvm_growfs", GROWFS_RC, 0o555),

@@ -120,6 +120,18 @@ def _pm_doctor(args: argparse.Namespace) -> int:
     return podman_machine.doctor(args.name, config=args.config, as_json=args.json)
 
 
+def _pm_setup(args: argparse.Namespace) -> int:
+    from fpvm.machine import podman_helpers
+
+    return podman_helpers.setup()
+
+
+def _pm_teardown(args: argparse.Namespace) -> int:
+    from fpvm.machine import podman_helpers
+
+    return podman_helpers.teardown()
+
+
 def _group(
     sub: argparse._SubParsersAction[Any], name: str, help_text: str
 ) -> argparse._SubParsersAction[Any]:
@@ -247,3 +259,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--config", metavar="JSON", help="the machine's JSON (default: podman's location)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_guard(_pm_doctor))
+
+    p = pm.add_parser("setup", help="podman >= 5.2 on Linux: share folders with FreeBSD machines over 9p")
+    p.set_defaults(func=_guard(_pm_setup))
+    p = pm.add_parser("teardown", help="remove what `fpvm podman-machine setup` installed")
+    p.set_defaults(func=_guard(_pm_teardown))

@@ -339,6 +339,31 @@ def _ssh_run(pm: PodmanMachine, command: str) -> subprocess.CompletedProcess[str
         return subprocess.CompletedProcess(argv, 255, "", "ssh timed out after 30 s")
 
 
+def helpers_check(pm: PodmanMachine) -> Check:
+    """Folders with podman >= 5.2 (virtio-fs) need fpvm's helpers for a FreeBSD guest."""
+    from fpvm.machine import podman_helper_main, podman_helpers
+
+    state = podman_helpers.status()
+    mounts = [m for m in pm.data.get("Mounts") or [] if isinstance(m, dict)]
+    virtiofs = [m for m in mounts if m.get("Type") == "virtiofs"]
+    if pm.v4 or not virtiofs:
+        why = "podman 4.x shares folders over 9p" if pm.v4 else "the machine shares no virtio-fs folders"
+        have = "installed" if state.ok else "not installed"
+        return Check("helpers", True, f"not needed ({why}); fpvm's podman 5.2+ helpers: {have}")
+    image = str(_get(pm.data, "ImagePath", "Path") or "")
+    if image and not podman_helper_main.is_freebsd_disk(image):
+        detail = f"{image} is not a FreeBSD disk: its folders use virtio-fs and the real virtiofsd"
+        return Check("helpers", True, detail)
+    if not state.ok:
+        return Check(
+            "helpers",
+            False,
+            f"{len(virtiofs)} folder(s) use virtio-fs, which FreeBSD lacks, and {state.detail}",
+            f"{state.fix}, then restart the machine (podman machine stop/start {pm.name})",
+        )
+    return Check("helpers", True, f"{len(virtiofs)} folder(s) are offered as 9p: {state.detail}")
+
+
 def diagnose(pm: PodmanMachine) -> list[Check]:
     name = pm.name
     console_hint = (
@@ -348,6 +373,7 @@ def diagnose(pm: PodmanMachine) -> list[Check]:
     )
     checks: list[Check] = [
         Check("config", True, f"{pm.path} (podman {'4.x' if pm.v4 else '5.x'} layout)"),
+        helpers_check(pm),
     ]
     if not pm.running():
         checks.append(Check("vm", False, "QEMU is not running", f"start it: podman machine start {name}"))

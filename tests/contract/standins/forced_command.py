@@ -9,7 +9,8 @@ on its secure_path. Here the line (``SSH_ORIGINAL_COMMAND``) is parsed, never ex
 * ``mount``, ``chattr``, ``systemctl``, ``systemd-tmpfiles``: the real launcher scripts from
   ``fpvm.guest.compat.launchers()``, whose ``fpvm`` is a wrapper adding ``--record`` and ``--root``;
 * ``mkdir [-p] DIR``: done inside the staged root; ``true``: status 0;
-* ``bash -c 'echo TEXT > FILE'``: the file is written inside the staged root;
+* ``bash -c 'echo TEXT > FILE'``: the file is written inside the staged root (its folder must exist,
+  as for bash's redirection);
 * ``/usr/bin/bash`` with a script on stdin (podman 5.x, as root): the script runs in the real bash
   with the guest's ``/etc/`` mapped to the staged root and the launchers first on PATH.
 
@@ -54,6 +55,10 @@ def run_bash_c(cfg: dict[str, Any], script: str) -> int:
     tokens = list(lexer)
     if len(tokens) >= 3 and tokens[0] == "echo" and tokens[-2] == ">":
         root = RootFS(cfg["staged"])
+        parent = tokens[-1].rsplit("/", 1)[0] or "/"
+        if not root.is_dir(parent):  # bash's redirection creates no folders
+            print(f"bash: line 1: {tokens[-1]}: No such file or directory", file=sys.stderr)
+            return 1
         root.write(tokens[-1], (" ".join(tokens[1:-2]) + "\n").encode(), 0o644, None, None)
         return 0
     print(f"bash -c {script!r}: not emulated", file=sys.stderr)

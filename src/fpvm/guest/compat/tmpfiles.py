@@ -5,6 +5,8 @@ After ``podman machine set --rootful/--rootless`` podman 4.9+/5.x writes
 ``systemd-tmpfiles --create --prefix=/run/docker.sock`` (failures are only warnings for podman).
 Here the ``L``/``L+`` lines of ``/etc/tmpfiles.d/*.conf`` become symlinks; ``/run`` is ``/var/run``
 on FreeBSD (the image links it). Other line types are Linux boot-time housekeeping: logged, skipped.
+The agent runs the same ``create`` at every boot (``fpvm.guest.storage.TmpfilesCreate``), as
+systemd-tmpfiles-setup.service does on Linux: FreeBSD's cleanvar empties /var/run at boot.
 """
 
 from __future__ import annotations
@@ -57,17 +59,25 @@ def run(shim: Shim, args: list[str]) -> int:
     if not create:
         shim.note(f"{' '.join(args) or '(no action)'}: only --create is done on FreeBSD")
         return 0
+    return create_links(shim, prefixes, excludes, files)[0]
+
+
+def create_links(
+    shim: Shim, prefixes: list[str], excludes: list[str], files: list[str]
+) -> tuple[int, list[str]]:
+    """``--create``: (exit status, links changed); ``files`` empty = every ``/etc/tmpfiles.d/*.conf``."""
+    changed: list[str] = []
     if files:
         paths = files
     else:
         try:
             host_dir = shim.root.host(TMPFILES_D, follow_last=True)
         except UnsafePathError as exc:
-            return shim.error(str(exc))
+            return shim.error(str(exc)), changed
         try:
             names = sorted(p.name for p in host_dir.glob("*.conf")) if host_dir.is_dir() else []
         except OSError as exc:
-            return shim.error(f"{TMPFILES_D}: {os_error_text(exc)}")
+            return shim.error(f"{TMPFILES_D}: {os_error_text(exc)}"), changed
         if len(names) > MAX_CONFS:
             shim.note(f"{TMPFILES_D}: {len(names)} files; only the first {MAX_CONFS} are read")
         paths = [f"{TMPFILES_D}/{n}" for n in names[:MAX_CONFS]]
@@ -107,9 +117,10 @@ def run(shim: Shim, args: list[str]) -> int:
                     shim.info(f"{conf}:{lineno}: {link} exists, left as it is (L)")
                     continue
                 shim.root.makeparents(link)
-                shim.root.symlink(link, target)
+                if shim.root.symlink(link, target):
+                    changed.append(link)
             except (UnsafePathError, OSError) as exc:
                 status = shim.error(f"{conf}:{lineno}: cannot link {link} -> {target}: {exc}")
                 continue
             shim.info(f"linked {link} -> {target}")
-    return status
+    return status, changed
