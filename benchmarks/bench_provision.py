@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("FPVM_SHARED", REPO.parent / "shared"))
-PODMAN_CONFIG = SHARED / "fixtures/podman-ignition/v5.8.2-qemu.ign"
+PODMAN_CONFIG = REPO / "tests/fixtures/podman-ignition/v5.8.2-qemu.ign"
 
 MASTER_PASSWD = "root::0:0::0:0:Charlie &:/root:/bin/sh\noperator:*:2:5::0:0:System &:/:/usr/sbin/nologin\n"
 GROUP = "wheel:*:0:root\noperator:*:5:root\n"
