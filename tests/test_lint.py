@@ -26,3 +26,14 @@ def test_ruff_clean() -> None:
 def test_mypy_clean() -> None:
     result = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_test_imports_from_conftest() -> None:
+    """Several folders have a conftest.py; ``from conftest import`` gets whichever pytest loaded first."""
+    banned = ("from conftest import", "import conftest")
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("*.py")
+        if any(line.startswith(banned) for line in path.read_text().split("\n"))
+    ]
+    assert offenders == []

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from compat_fakes import AnsweringRunner, sysctl_tags
 
-from conftest import FIXTURES
 from fpvm.guest.compat.base import Shim
 from fpvm.guest.compat.mount import run
 from fpvm.guest.mounts import KLDLOAD_ARGV, SYSCTL_TAGS_ARGV
 from fpvm.guest.rootfs import RootFS
+from podman_fixtures import FIXTURES
 
 VOLUMES = json.loads((FIXTURES / "podman-5.8.2-qemu-capture" / "volumes.json").read_text())
 

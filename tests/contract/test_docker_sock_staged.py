@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
 from fpvm.guest.compat import launchers
 from fpvm.image import overlay
+from podman_fixtures import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).resolve().parent / "standins" / "forced_command.py"

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from machine_helpers import fpvm
 
-from conftest import FIXTURES
 from fpvm.fwcfg.qmp import QmpClient
 from fpvm.machine import podman_helper_main, podman_helpers
+from podman_fixtures import FIXTURES
 
 CAPTURE = FIXTURES / "podman-5.8.2-qemu-capture"
 RECORDER = Path(__file__).resolve().parent / "podman5_record_argv.py"
