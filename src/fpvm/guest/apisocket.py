@@ -29,8 +29,13 @@ from fpvm.contract import user_api_socket as user_socket_path
 from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
+    from fpvm.ignition.model import Config
+
+    PodmanUser = tuple[str, int | None, str]  # (name, uid from the config, JSON path)
 
 RUN_LINK = "/run"
 RUN_TARGET = "var/run"
@@ -158,10 +163,11 @@ class ApiGroupAction(Action):
         if group is None:
             ctx.log.warn(f"group {name} does not exist; {self.user} cannot reach {API_SOCKET}")
             return False
-        if acc.user(self.user) is None:
+        account = acc.user(self.user)
+        if account is None:
             ctx.log.warn(f"user {self.user} does not exist; not added to {name}")
             return False
-        if self.user in group.members or acc.gid_of(name) == getattr(acc.user(self.user), "gid", None):
+        if self.user in group.members or acc.gid_of(name) == account.gid:
             return False
         ctx.run(pw(ctx, "groupmod", "-n", name, "-m", self.user))
         if ctx.recording:
@@ -180,23 +186,19 @@ def api_group(root: RootFS) -> str:
     return value or API_GROUP
 
 
-def podman_users(config: Any) -> list[tuple[str, int | None, str]]:
+def podman_users(config: Config) -> list[PodmanUser]:
     """(name, uid, JSON path) of the config's users podman may log in as, root excepted."""
-    out: list[tuple[str, int | None, str]] = []
-    users = getattr(getattr(config, "passwd", None), "users", None) or []
-    for i, user in enumerate(users):
-        name = getattr(user, "name", None)
-        if not name or name == "root" or getattr(user, "should_exist", None) is False:
-            continue
-        uid = getattr(user, "uid", None)
-        out.append((name, uid if isinstance(uid, int) else None, f"$.passwd.users[{i}]"))
-    return out
+    return [
+        (user.name, user.uid, f"$.passwd.users[{i}]")
+        for i, user in enumerate(config.passwd.users)
+        if user.name and user.name != "root" and user.should_exist is not False
+    ]
 
 
-def plan_api_socket(config: Any) -> list[Action]:
-    """What every boot does so that podman's socket paths reach the API."""
+def plan_api_socket(users: Iterable[PodmanUser]) -> list[Action]:
+    """What every boot does so that podman's socket paths reach ``users`` (``podman_users``)."""
     actions: list[Action] = [RunLinkAction()]
-    for name, uid, path in podman_users(config):
+    for name, uid, path in users:
         actions.append(ApiGroupAction(name, source=path))
         actions.append(UserSocketAction(name, uid, source=path))
     return actions

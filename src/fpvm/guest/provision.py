@@ -25,12 +25,16 @@ import json
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fpvm.fsutil import sha256_hex
 from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
 from fpvm.guest.runner import CommandError, Runner
 from fpvm.guest.safetext import MAX_SHOWN, printable
+
+if TYPE_CHECKING:
+    from fpvm.ignition.model import Config
+    from fpvm.ignition.resources import Budget
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -75,7 +79,7 @@ class Outcome:
         return "\n".join(lines)
 
 
-def load_config(data: bytes, budget: Any = None) -> tuple[Any, list[str]]:
+def load_config(data: bytes, budget: Budget | None = None) -> tuple[Config | None, list[str]]:
     """(config, []) or (None, problems), after following ``ignition.config.replace``/``merge``.
 
     References are resolved here, before planning, because upstream Ignition applies the rendered
@@ -96,8 +100,7 @@ def load_config(data: bytes, budget: Any = None) -> tuple[Any, list[str]]:
             config = resolve(config, budget=budget)
         return config, []
     except IgnitionError as exc:
-        report = getattr(exc, "report", None)
-        errors = getattr(report, "errors", None)
+        errors = exc.report.errors
         if errors:
             return None, [f"{e.path}: {e.message}" for e in errors]
         return None, [str(exc)]
@@ -112,8 +115,8 @@ def provision(
     echo: TextIO | None = None,
     ready: bool = False,
     ctx: ApplyContext | None = None,
-    config: Any = None,
-    budget: Any = None,
+    config: Config | None = None,
+    budget: Budget | None = None,
 ) -> Outcome:
     """Provision ``root`` from the Ignition config bytes ``data``.
 

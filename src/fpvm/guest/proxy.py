@@ -56,6 +56,7 @@ from fpvm.guest.actions import Action, Disposition
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
+    from fpvm.ignition.model import Config, Resource
 
 PROFILE_FILE = "/usr/local/etc/profile.d/fpvm-proxy.sh"
 PODMAN_SERVICE = "podman_service"
@@ -276,7 +277,7 @@ def parse_default_environment(text: str) -> dict[str, str]:
     return env
 
 
-def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> dict[str, str]:
+def cert_env_from_config(config: Config, read: Callable[[Resource], bytes | None]) -> dict[str, str]:
     """``SSL_CERT_FILE``/``SSL_CERT_DIR`` from podman 5.x's environment.d / system.conf.d files.
 
     Only these two names are taken (later files win); any other variable those files set is not
@@ -286,9 +287,8 @@ def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> di
     module, not the other way round.
     """
     env: dict[str, str] = {}
-    files = getattr(getattr(config, "storage", None), "files", None) or []
-    for file in files:
-        path = str(getattr(file, "path", ""))
+    for file in config.storage.files:
+        path = file.path
         parse = (
             parse_environment_d
             if path.startswith(ENVIRONMENT_D_DIR)
@@ -299,7 +299,7 @@ def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> di
         if parse is None or not path.endswith(".conf"):
             continue
         try:
-            data = read(getattr(file, "contents", None))
+            data = read(file.contents)
         except ValueError:
             continue
         if data is None:
@@ -316,7 +316,7 @@ def saved_cert_env(root: RootFS) -> dict[str, str]:
     return cert_env_from_state(State.load(root).get(CERT_STATE_KEY))
 
 
-def cert_env_from_state(saved: Any) -> dict[str, str]:
+def cert_env_from_state(saved: object) -> dict[str, str]:
     """The saved ``cert_env`` value, reduced to string values of ``CERT_VARS`` (a hand-edited state
     file cannot add variables either)."""
     if not isinstance(saved, dict):

@@ -36,6 +36,7 @@ from fpvm.guest.safetext import MAX_SHOWN, printable
 if TYPE_CHECKING:
     from fpvm.guest.configsource import FwCfgDevice, Probe
     from fpvm.guest.context import ApplyContext
+    from fpvm.ignition.model import Config
 
 RC_D = "/usr/local/etc/rc.d"
 SCRIPTS: tuple[str, ...] = ("fpvm", "fpvm_ready")
@@ -126,12 +127,12 @@ def boot_main(args: argparse.Namespace) -> int:
     from fpvm.guest.configsource import default_fwcfg_opener
 
     return boot(
-        getattr(args, "root", "/") or "/",
-        firstboot=bool(getattr(args, "firstboot", False)),
-        config_file=getattr(args, "config", None),
-        record=getattr(args, "record", None),
-        qemufwcfg_mount=getattr(args, "qemufwcfg_mount", "/var/run/qemufwcfg"),
-        fwcfg_opener=None if getattr(args, "no_fwcfg", False) else default_fwcfg_opener,
+        args.root or "/",
+        firstboot=args.firstboot,
+        config_file=args.config,
+        record=args.record,
+        qemufwcfg_mount=args.qemufwcfg_mount,
+        fwcfg_opener=None if args.no_fwcfg else default_fwcfg_opener,
     )
 
 
@@ -147,20 +148,6 @@ def _apply_all(ctx: ApplyContext, actions: list[Action]) -> list[str]:
             ctx.log.error(f"{action.describe()}: {exc}")
             failed.append(f"{action.describe()}: {exc}")
     return failed
-
-
-class _Users:
-    """The podman users remembered from the config (for boots that get no config)."""
-
-    def __init__(self, users: list[tuple[str, int | None]]) -> None:
-        self.passwd = self
-        self.users = [_User(name, uid) for name, uid in users]
-
-
-class _User:
-    def __init__(self, name: str, uid: int | None) -> None:
-        self.name = name
-        self.uid = uid
 
 
 def boot(
@@ -196,7 +183,7 @@ def boot(
             log=ctx.log,
         )
         provisioned = ctx.state.get("provisioned") is not None
-        config: Any = None
+        config: Config | None = None
         if sources.config is not None:
             config, problems = load_config(sources.config, budget)
             if config is None:
@@ -225,14 +212,14 @@ def boot(
                 ctx.log.info("the config differs from the one provisioned; not re-applied (first boot only)")
 
         # Every boot.
+        # The podman users, from the config, else as remembered from it (a boot that gets no config).
         if config is not None:
-            users = [(n, u) for n, u, _ in apisocket.podman_users(config)]
-            ctx.state.set("podman_users", [[n, u] for n, u in users])
+            users = apisocket.podman_users(config)
+            ctx.state.set("podman_users", [[n, u] for n, u, _ in users])
         else:
-            users = [
-                (str(n), u if isinstance(u, int) else None) for n, u in ctx.state.get("podman_users", [])
-            ]
-        actions: list[Action] = apisocket.plan_api_socket(_Users(users))
+            saved = ctx.state.get("podman_users", [])
+            users = [(str(n), u if isinstance(u, int) else None, "") for n, u in saved]
+        actions: list[Action] = apisocket.plan_api_socket(users)
         env: dict[str, str] | None = None
         if sources.environment is not None:
             try:

@@ -46,6 +46,7 @@ from fpvm.contract import API_SOCKET
 from fpvm.contract import READY_DEVICE as READY_PORT
 
 if TYPE_CHECKING:
+    from fpvm.guest.context import Log
     from fpvm.guest.rootfs import RootFS
 
 READY_MESSAGE = b"Ready\n"
@@ -215,7 +216,7 @@ def signal_ready(
     ssh_port: int = 22,
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = DEFAULT_INTERVAL,
-    log: object = None,
+    log: Log | None = None,
 ) -> int:
     """Wait for sshd and the API socket, then write Ready; the exit status for ``fpvm guest ready``.
 
@@ -224,13 +225,8 @@ def signal_ready(
     0: sent after both conditions held, or the port is absent (logged); 1: the deadline passed (Ready
     sent anyway) or the port could not be written.
     """
-
-    def info(msg: str) -> None:
-        getattr(log, "info", _stderr)(msg)
-
-    def warn(msg: str) -> None:
-        getattr(log, "warn", _stderr)(msg)
-
+    info = log.info if log is not None else _stderr
+    warn = log.warn if log is not None else _stderr
     from fpvm.guest.rootfs import RootFS
 
     api_socket = resolve_api_socket(RootFS(root), api_socket)
@@ -277,20 +273,17 @@ def ready_main(args: argparse.Namespace) -> int:
     from fpvm.guest.context import Log
     from fpvm.guest.rootfs import RootFS
 
-    root = RootFS(getattr(args, "root", "/") or "/")
+    root = RootFS(args.root or "/")
     log = Log(echo=sys.stderr)
-    api: str | None = None
-    if not getattr(args, "no_api_socket", False):
-        api = getattr(args, "api_socket", AUTO) or AUTO
     try:
         return signal_ready(
-            port=getattr(args, "port", READY_PORT) or READY_PORT,
-            api_socket=api,
+            port=args.port or READY_PORT,
+            api_socket=None if args.no_api_socket else args.api_socket or AUTO,
             root=str(root.root),
-            ssh_host=getattr(args, "ssh_host", "127.0.0.1"),
-            ssh_port=int(getattr(args, "ssh_port", 22)),
-            timeout=float(getattr(args, "timeout", DEFAULT_TIMEOUT)),
-            interval=float(getattr(args, "interval", DEFAULT_INTERVAL)),
+            ssh_host=args.ssh_host,
+            ssh_port=args.ssh_port,
+            timeout=args.timeout,
+            interval=args.interval,
             log=log,
         )
     finally:
