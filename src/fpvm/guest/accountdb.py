@@ -380,18 +380,3 @@ def _int(text: str) -> int:
     except ValueError:
         return -1
 
-
-__all__ = [
-    "BASE_ACCOUNTS_KEY",
-    "GROUP",
-    "MASTER_PASSWD",
-    "MIN_ID",
-    "PASSWD",
-    "AccountDB",
-    "GrEntry",
-    "PwEntry",
-    "bad_char",
-    "check_field",
-    "lines",
-    "system_account_names",
-]

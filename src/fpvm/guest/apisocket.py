@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fpvm.contract import API_SOCKET, USER_RUN_DIR
+from fpvm.contract import API_SOCKET as API_SOCKET  # re-exported: callers find the paths here
 from fpvm.contract import RUN_API_SOCKET as RUN_SOCKET
+from fpvm.contract import USER_RUN_DIR
 from fpvm.contract import user_api_socket as user_socket_path
 from fpvm.guest.actions import Action, Disposition
 
@@ -50,9 +51,6 @@ class RunLinkAction(Action):
     """``/run`` -> ``var/run`` (or, when ``/run`` is a directory, ``/run/podman/podman.sock``)."""
 
     kind = "run-link"
-
-    def __init__(self, source: str = "", disposition: Disposition = "apply", note: str = "") -> None:
-        super().__init__(source, disposition, note)
 
     def describe(self) -> str:
         return f"link {RUN_LINK} -> {RUN_TARGET} (root's API at {RUN_SOCKET})"
@@ -203,16 +201,3 @@ def plan_api_socket(users: Iterable[PodmanUser]) -> list[Action]:
         actions.append(UserSocketAction(name, uid, source=path))
     return actions
 
-
-__all__ = [
-    "API_GROUP",
-    "API_SOCKET",
-    "RUN_LINK",
-    "RUN_SOCKET",
-    "ApiGroupAction",
-    "RunLinkAction",
-    "UserSocketAction",
-    "plan_api_socket",
-    "podman_users",
-    "user_socket_path",
-]

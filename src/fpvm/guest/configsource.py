@@ -332,18 +332,3 @@ def find_sources(
                 note(Attempt("config", "absent", "no source delivered a config"))
     return out
 
-
-__all__ = [
-    "CONFIG_ENTRY",
-    "ENVIRONMENT_ENTRY",
-    "HYPERV_SOURCE",
-    "KVP_POOL_FILE",
-    "QEMUFWCFG_MOUNT",
-    "Attempt",
-    "Probe",
-    "Sources",
-    "default_fwcfg_opener",
-    "detect_unsupported",
-    "find_sources",
-    "hyperv_evidence",
-]

@@ -187,5 +187,3 @@ def make_context(
         runner = RecordingRunner(record) if record is not None else SubprocessRunner()
     return ApplyContext(fs, runner, Log(echo), State.load(fs))
 
-
-__all__ = ["ApplyContext", "Log", "State", "make_context"]

@@ -26,7 +26,10 @@ import re
 from collections.abc import Sequence
 
 from fpvm.contract import MOUNTS_PATH as MOUNTS_TABLE
-from fpvm.contract import MountError, check_tag, check_target, decode_mounts
+from fpvm.contract import MountError as MountError  # re-exported with the rules: the shim imports them here
+from fpvm.contract import check_tag as check_tag
+from fpvm.contract import check_target as check_target
+from fpvm.contract import decode_mounts
 from fpvm.guest.actions import Action, Command, Note
 from fpvm.guest.runner import CommandError, Result, Runner
 
@@ -409,18 +412,3 @@ def plan_mounts(config: Config | None, root: RootFS, *, notes_for_units: bool = 
         return notes
     return [*notes, LoadP9Action(), *(MountAction(r) for r in reqs)]
 
-
-__all__ = [
-    "KLDLOAD_ARGV",
-    "MOUNTS_TABLE",
-    "MountAction",
-    "MountError",
-    "MountRequest",
-    "check_tag",
-    "check_target",
-    "mount_now",
-    "plan_mounts",
-    "request_from_unit",
-    "requests_from_table",
-    "unit_request",
-]

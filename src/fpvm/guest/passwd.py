@@ -47,14 +47,8 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, MAX_ID, MIN_ID, bad_char
-from fpvm.guest.accountdb import GROUP as GROUP  # re-exported: older callers import them from here
-from fpvm.guest.accountdb import MASTER_PASSWD as MASTER_PASSWD
-from fpvm.guest.accountdb import PASSWD as PASSWD
-from fpvm.guest.accountdb import AccountDB as AccountDB
-from fpvm.guest.accountdb import GrEntry as GrEntry
-from fpvm.guest.accountdb import PwEntry as PwEntry
-from fpvm.guest.accountdb import check_field as check_field
+from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, GrEntry, PwEntry, bad_char
+from fpvm.guest.accountdb import check_field as check_field  # re-exported for the plan
 from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
@@ -62,8 +56,6 @@ if TYPE_CHECKING:
 
 Accounts = AccountDB  # the name older callers use
 LOCKED_PREFIX = "*LOCKED*"
-MIN_UID = MIN_ID
-MAX_UID = MAX_ID
 
 # podman's groups for its user (sudo, adm, wheel, systemd-journal) and their FreeBSD meaning.
 GROUP_MAP: dict[str, str] = {
@@ -159,11 +151,6 @@ def is_protected(ctx: ApplyContext, entry: PwEntry) -> bool:
     return entry.name in base_accounts(ctx)
 
 
-def _attr(obj: Any, name: str, default: Any = None) -> Any:
-    value = getattr(obj, name, default)
-    return default if value is None else value
-
-
 def pw(ctx: ApplyContext, *args: str) -> list[str]:
     """``pw -R ROOT args...`` (the root as the host sees it)."""
     return ["pw", "-R", str(ctx.root.root), *args]
@@ -181,7 +168,22 @@ def _executable(ctx: ApplyContext, path: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-class GroupAction(Action):
+class _AccountAction(Action):
+    """An account action of a ``Batch``: the last one to finish writes the account files."""
+
+    batch: Batch | None = None
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        try:
+            return self._apply(ctx)
+        finally:
+            _finish(ctx, self.batch)
+
+    def _apply(self, ctx: ApplyContext) -> bool:
+        raise NotImplementedError
+
+
+class GroupAction(_AccountAction):
     """Create a group named in ``passwd.groups`` (or report a gid clash)."""
 
     kind = "group"
@@ -197,12 +199,6 @@ class GroupAction(Action):
 
     def fields(self) -> dict[str, Any]:
         return {"name": self.name, "gid": self.gid}
-
-    def apply(self, ctx: ApplyContext) -> bool:
-        try:
-            return self._apply(ctx)
-        finally:
-            _finish(ctx, self.batch)
 
     def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
@@ -230,7 +226,7 @@ class GroupAction(Action):
         return True
 
 
-class UserAction(Action):
+class UserAction(_AccountAction):
     """Make one account match ``passwd.users[i]``: useradd, usermod only for what differs, or userdel."""
 
     kind = "user"
@@ -295,12 +291,6 @@ class UserAction(Action):
         return out
 
     # -- apply -------------------------------------------------------------------------------------
-    def apply(self, ctx: ApplyContext) -> bool:
-        try:
-            return self._apply(ctx)
-        finally:
-            _finish(ctx, self.batch)
-
     def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
         self._check_fields()

@@ -356,21 +356,16 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     return ordered, rejected
 
 
-def sh_single_quote(value: str) -> str:
-    """``value`` as one sh word in single quotes (``rcconf.sh_quote``: control characters refused)."""
-    return rcconf.sh_quote(value, single=True)
-
-
 def profile_text(env: dict[str, str]) -> bytes:
     """The ``profile.d`` script for login shells."""
     lines = ["# Proxy settings from the podman host, written by fpvm at boot. Do not edit."]
-    lines += [f"export {k}={sh_single_quote(v)}" for k, v in env.items()]
+    lines += [f"export {k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items()]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def service_env_value(env: dict[str, str]) -> str:
     """``podman_service_env``: words rc.subr ``eval``s into ``export -- K='v' ...``."""
-    return " ".join(f"{k}={sh_single_quote(v)}" for k, v in env.items())
+    return " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items())
 
 
 def apply_proxy_env(
@@ -451,25 +446,3 @@ class ProxyEnvAction(Action):
             ctx.log.info(self.describe())
         return changed
 
-
-__all__ = [
-    "ALLOWED_VARS",
-    "CERT_STATE_KEY",
-    "CERT_VARS",
-    "ENVIRONMENT_ENTRY",
-    "PROFILE_FILE",
-    "PROXY_VARS",
-    "EnvironmentEntryError",
-    "ProxyEnvAction",
-    "apply_proxy_env",
-    "cert_env_from_config",
-    "cert_env_from_state",
-    "decode_environment_entry",
-    "normalise",
-    "parse_default_environment",
-    "parse_environment",
-    "parse_environment_d",
-    "read_environment_d",
-    "saved_cert_env",
-    "unsafe_values",
-]

@@ -240,18 +240,3 @@ class RcConfSet(Action):
             ctx.log.info(f"rc.conf.d/{self.service} updated")
         return changed
 
-
-__all__ = [
-    "RC_CONF_D",
-    "RcConfError",
-    "RcConfSet",
-    "conf_path",
-    "parse",
-    "quote",
-    "read_values",
-    "set_values",
-    "sh_quote",
-    "split_lines",
-    "unquote",
-    "update_text",
-]

@@ -260,16 +260,3 @@ def boot(
         except OSError as exc:
             print(f"fpvm: cannot write the log: {printable(str(exc), MAX_SHOWN)}", file=sys.stderr)
 
-
-__all__ = [
-    "RC_CONF",
-    "RC_D",
-    "SCRIPTS",
-    "RcScriptAction",
-    "add_boot_arguments",
-    "boot",
-    "boot_main",
-    "install_actions",
-    "rcorder_header",
-    "script_text",
-]

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fpvm.contract import API_SOCKET
+from fpvm.contract import API_SOCKET as API_SOCKET  # re-exported with READY_PORT
 from fpvm.contract import READY_DEVICE as READY_PORT
 
 if TYPE_CHECKING:
@@ -292,18 +292,3 @@ def ready_main(args: argparse.Namespace) -> int:
         except OSError as exc:
             _stderr(f"cannot write the log under {root.root}: {exc}")
 
-
-__all__ = [
-    "API_SOCKET",
-    "AUTO",
-    "READY_MESSAGE",
-    "READY_PORT",
-    "add_arguments",
-    "api_service_enabled",
-    "ready_main",
-    "resolve_api_socket",
-    "signal_ready",
-    "sshd_answers",
-    "wait_until_ready",
-    "write_ready",
-]

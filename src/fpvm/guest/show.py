@@ -232,8 +232,8 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def main(path: str, as_json: bool) -> int:
-    """``fpvm ignition show FILE [--json]``; FILE ``-`` is standard input."""
+def _load(path: str, root: str | None, fetch_remote: bool) -> tuple[Config, list[Action]] | int:
+    """The config at ``path`` and its plan, or the exit status after the message (unreadable, invalid)."""
     try:
         config, problems = _read(path)
     except _Unreadable as exc:
@@ -241,10 +241,16 @@ def main(path: str, as_json: bool) -> int:
         return EXIT_UNREADABLE
     if config is None:
         return _invalid(path, problems)
-    actions, problems = _plan(config, None, fetch_remote=False)
-    if actions is None:
-        return _invalid(path, problems)
-    info = summary(config, actions)
+    actions, problems = _plan(config, root, fetch_remote)
+    return (config, actions) if actions is not None else _invalid(path, problems)
+
+
+def main(path: str, as_json: bool) -> int:
+    """``fpvm ignition show FILE [--json]``; FILE ``-`` is standard input."""
+    loaded = _load(path, None, fetch_remote=False)
+    if isinstance(loaded, int):
+        return loaded
+    info = summary(*loaded)
     if as_json:
         print(json.dumps(info, indent=2))
     else:
@@ -254,16 +260,10 @@ def main(path: str, as_json: bool) -> int:
 
 def plan_main(config_path: str, root: str | None, as_json: bool) -> int:
     """``fpvm guest plan --config FILE [--root DIR] [--json]``."""
-    try:
-        config, problems = _read(config_path)
-    except _Unreadable as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNREADABLE
-    if config is None:
-        return _invalid(config_path, problems)
-    actions, problems = _plan(config, root, fetch_remote=True)
-    if actions is None:
-        return _invalid(config_path, problems)
+    loaded = _load(config_path, root, fetch_remote=True)
+    if isinstance(loaded, int):
+        return loaded
+    actions = loaded[1]
     if as_json:
         print(json.dumps([a.to_json() for a in actions], indent=2))
         return 0

@@ -169,5 +169,3 @@ def plan_units(config: Config, *, environment: dict[str, str] | None = None) -> 
         actions.append(ProxyEnvAction(environment, source=f"fw_cfg {FWCFG_ENVIRONMENT}"))
     return actions
 
-
-__all__ = ["READY_PORT", "UNIT_TABLE", "UnitRule", "classify_unit", "plan_units", "rule_for"]
