@@ -273,27 +273,21 @@ def split_options(text: str) -> list[str]:
     return [o for o in (s.strip() for s in out) if o]
 
 
-def unit_sections(contents: str) -> dict[str, dict[str, str]]:
-    """A systemd unit's ``[Section]`` -> {key: last value} (enough for ``[Mount]``)."""
-    sections: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    for raw in contents.split("\n"):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1].strip(), {})
-        elif current is not None and "=" in line:
-            key, _, value = line.partition("=")
-            current[key.strip()] = value.strip()
-    return sections
-
-
 def request_from_unit(name: str, contents: str, origin: str) -> MountRequest:
-    """``[Mount] What= Where= Type= Options=`` of a podman mount unit -> a request (or MountError)."""
-    mount = unit_sections(contents).get("Mount")
-    if mount is None:
+    """``[Mount] What= Where= Type= Options=`` of a podman mount unit -> a request (or MountError).
+
+    The unit is read by the lexer Ignition's validation uses (``fpvm.ignition.unitfile``); the last
+    assignment of a key wins, as in systemd.
+    """
+    from fpvm.ignition.unitfile import UnitSyntaxError, parse_unit
+
+    try:
+        options = parse_unit(contents)
+    except UnitSyntaxError as exc:
+        raise MountError(f"{origin}: unit {name}: {exc}") from None
+    if not any(o.section == "Mount" for o in options):
         raise MountError(f"{origin}: unit {name} has no [Mount] section")
+    mount = {o.name: o.value for o in options if o.section == "Mount"}
     fstype = mount.get("Type", "")
     if fstype not in ("virtiofs", "9p"):
         raise MountError(f"{origin}: unit {name}: mount type {fstype or '(none)'!r} is not supported")

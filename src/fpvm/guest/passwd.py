@@ -4,16 +4,8 @@ The account files themselves (reading, indexing, writing) are ``fpvm.guest.accou
 
 FreeBSD keeps accounts in ``/etc/master.passwd`` (with hashes), the derived ``/etc/passwd``, the
 ``pwd.db``/``spwd.db`` databases, and ``/etc/group``. Only ``pw(8)`` should change them on a live
-system, so every change here is a ``pw -R ROOT ...`` command through the runner, in the documented
-argument form (pw(8) SYNOPSIS)::
-
-    pw [-R rootdir] groupadd [-n] name [-g gid]
-    pw [-R rootdir] useradd [-n] name [-u uid] [-c comment] [-d dir] [-g group] [-G grouplist]
-                            [-m] [-M mode] [-w method] [-s shell] [-h fd | -H fd]
-    pw [-R rootdir] usermod [-n] name|uid [-u newuid] [-c comment] [-d dir] [-G grouplist] [-s shell]
-                            [-H fd]
-    pw [-R rootdir] userdel [-n] name|uid
-    pw [-R rootdir] unlock [-n] name|uid
+system, so every change here is a ``pw -R ROOT ...`` command through the runner, in the argument form
+of pw(8)'s SYNOPSIS (the guest tests check every recorded command against it).
 
 When commands are only recorded (tests, image staging off FreeBSD) nothing would create the account,
 yet later steps need it (``chown`` to the new uid, the home directory for ``authorized_keys``). The

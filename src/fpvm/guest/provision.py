@@ -1,13 +1,9 @@
 """Apply an Ignition config to a root: parse, plan, apply, report.
 
-``provision(root, data, ...)`` is the whole job for ``fpvm guest provision`` and for the boot step:
-
-1. parse + validate (``fpvm.ignition.parse``) and plan (``fpvm.guest.plan.build_plan``): any problem
-   means exit status 1 and *nothing* applied;
-2. apply each action; an action that fails is logged and the others still run (a half-provisioned VM
-   that podman can ssh into beats one that never sends Ready), and the status is 2;
-3. save the state (``/var/db/fpvm/state.json``), this run's report (``/var/db/fpvm/last-boot.json``)
-   and the log (``/var/log/fpvm.log``), all under the root.
+``provision(root, data, ...)`` is the whole job for ``fpvm guest provision`` and for the boot step. An
+invalid config (or plan) means exit status 1 and *nothing* applied; an action that fails is logged and
+the others still run (a half-provisioned VM that podman can ssh into beats one that never sends
+Ready), and the status is 2. The state, this run's report and the log are saved under the root.
 
 Durability: until a run has succeeded (no "provisioned" in the state), files are written atomically
 but not fsynced one by one; ``RootFS.sync_deferred`` makes all of them durable (one sync(2), then an
@@ -30,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from fpvm.fsutil import sha256_hex
 from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
 from fpvm.guest.runner import CommandError, Runner
-from fpvm.guest.safetext import MAX_SHOWN, printable
+from fpvm.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
     from fpvm.ignition.model import Config

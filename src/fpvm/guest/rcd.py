@@ -1,24 +1,15 @@
 """Boot integration: the rc.d scripts and ``fpvm guest boot``, the step the ``fpvm`` script runs.
 
-Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/etc/rc.d``):
+Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/etc/rc.d``): ``fpvm``
+runs ``fpvm guest boot`` on every boot (no ``KEYWORD: firstboot`` on purpose: rc would skip it on
+later boots, and mounts, API socket links and proxy settings are needed on every boot); ``fpvm_ready``
+starts ``fpvm guest ready`` in the background with daemon(8), so the wait for sshd and the API socket
+does not hold up the rest of the boot.
 
-* ``fpvm`` (PROVIDE fpvm; REQUIRE FILESYSTEMS NETWORKING ldconfig; BEFORE LOGIN sshd) runs
-  ``fpvm guest boot`` on every boot, with ``--firstboot`` while ``${firstboot_sentinel}`` exists.
-  It has no ``KEYWORD: firstboot`` on purpose: rc skips such scripts on later boots, and mounts, API
-  socket links and proxy settings are needed on every boot.
-* ``fpvm_ready`` (PROVIDE fpvm_ready; REQUIRE LOGIN sshd podman_service fpvm) starts
-  ``fpvm guest ready`` in the background with daemon(8), so the wait for sshd and the API socket does
-  not hold up the rest of the boot.
-
-``fpvm guest boot`` (``boot_main``):
-
-1. find the config and the environment entry (``fpvm.guest.configsource``: ``--config``, fw_cfg,
-   qemufwcfg mount; unsupported providers are reported);
-2. provision from the config (``fpvm.guest.provision``) on the first boot, or on any boot until one
-   has succeeded; on later boots a changed config is only logged (Ignition applies once);
-3. every boot: ``/run`` -> ``var/run``, the podman users' API socket links and group, the host's proxy
-   settings (with podman 5.x's ``SSL_CERT_FILE``/``SSL_CERT_DIR``, see ``fpvm.guest.proxy``), and
-   (after the first boot, whose plan already has them) the mount step.
+``fpvm guest boot`` provisions on the first boot, or on any boot until one has succeeded (on later
+boots a changed config is only logged: Ignition applies once), and on every boot makes the podman
+users' API socket links, applies the host's proxy settings and (after the first boot, whose plan has
+them) the mounts.
 """
 
 from __future__ import annotations
@@ -31,7 +22,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fpvm.guest.actions import Action, Disposition
-from fpvm.guest.safetext import MAX_SHOWN, printable
+from fpvm.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
     from fpvm.guest.configsource import FwCfgDevice, Probe

@@ -1,21 +1,6 @@
 """Tell podman the VM is ready: ``Ready\\n`` on the virtio-serial port ``org.fedoraproject.port.0``.
 
-``fpvm guest ready`` arguments (guest-core's cli.py registers the parser with ``add_arguments`` and
-calls ``ready_main(args)``):
-
-    --root DIR            target root (default /): where the API socket and the log are looked up
-    --port PATH           readiness port (default /dev/vtcon/org.fedoraproject.port.0)
-    --timeout S           give up waiting for sshd and the API socket after S seconds (default 300)
-    --interval S          poll interval (default 0.5)
-    --ssh-host HOST       where sshd is probed (default 127.0.0.1)
-    --ssh-port N          (default 22)
-    --api-socket PATH     guest path of podman's API socket; the default, ``auto``, waits for
-                          /var/run/podman/podman.sock only when podman_service_enable is YES
-    --no-api-socket       do not wait for the API socket (podman's API service is not enabled)
-
-``fpvm guest boot`` (run by rc.d/fpvm) takes its options from ``fpvm.guest.rcd.add_boot_arguments`` and
-its handler is ``fpvm.guest.rcd.boot_main(args)``: ``--root DIR``, ``--firstboot``, ``--config FILE``,
-``--record FILE``, ``--qemufwcfg-mount DIR``, ``--no-fwcfg``.
+``fpvm guest ready``: options in ``add_arguments``, handler ``ready_main``.
 
 Why wait: podman 4.3 runs its ssh mount commands the moment it reads Ready, 5.x gives ssh about 15 s,
 and gvproxy gives up forwarding the API socket after about a minute of failed logins. So Ready goes out

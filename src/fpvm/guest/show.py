@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from fpvm.guest.actions import Action
-from fpvm.guest.safetext import printable
+from fpvm.safetext import printable
 
 if TYPE_CHECKING:
     from fpvm.ignition.model import Config, File

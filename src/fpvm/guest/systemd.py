@@ -4,15 +4,6 @@ Everything under ``systemd.units`` is Linux-only. Each unit podman sends has eit
 (an rc service, a step of the agent) or none; the table below says which, so that ``fpvm guest plan``
 and ``fpvm ignition show`` print the same classification. A unit nobody knows is reported and
 skipped: never fatal, the VM must still boot and send Ready.
-
-* ``podman.socket``, ``podman.service``: ``podman_service_enable`` in
-  ``/etc/rc.conf.d/podman_service`` (the port's API service, socket ``/var/run/podman/podman.sock``);
-* ``ready.service``: the ``fpvm_ready`` rc script writes ``Ready`` to the virtio-serial port;
-* ``envset-fwcfg.service``: the agent applies ``opt/com.coreos/environment`` at every boot
-  (``fpvm.guest.proxy``);
-* ``*.mount``: the mount step (``fpvm.guest.mounts``) mounts it at every boot with ``mount -t p9fs``;
-* ``docker.*``, ``remove-moby``, ``zincati``, linger, ``immutable-root-*``: nothing to do (a note);
-* anything else: reported and skipped.
 """
 
 from __future__ import annotations

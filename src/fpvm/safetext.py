@@ -1,5 +1,8 @@
 """One escaping function for every line the agent prints or logs. Standard library only.
 
+A ground-floor module beside fsutil: escaping untrusted text for a terminal or a log is nothing
+guest-specific, and any area that prints what a config or a guest wrote should use this one function.
+
 Paths, user names and other strings in a config are the config author's, and the boot step echoes
 the agent's lines to the console: a raw ESC[2J clears it, a raw newline forges a second line. Every
 such string goes out through ``printable``: printable characters stay as they are, everything else
