@@ -22,13 +22,13 @@ from fpvm.guest.rootfs import RootFS, UnsafePathError, split_guest_path
 from fpvm.guest.sshkeys import AuthorizedKeys, check_key
 from fpvm.guest.sudoers import SudoersFile
 
+MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
+
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
     from fpvm.ignition.model import Config, Directory, File, Link, Resource
     from fpvm.ignition.resources import Budget
     from fpvm.ignition.sources import FetchOptions
-
-MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
 
 
 class PlanError(ValueError):
