@@ -19,9 +19,9 @@ import re
 import sys
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.actions import Action
 from fpvm.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
@@ -66,35 +66,6 @@ def rcorder_header(text: str | bytes) -> dict[str, list[str]]:
         if m:
             out[m.group(1)].extend(m.group(2).split())
     return out
-
-
-class RcScriptAction(Action):
-    """Install one rc.d script (0555 root:wheel, like the ports' rc scripts)."""
-
-    kind = "rc-script"
-
-    def __init__(self, name: str, source: str = "", disposition: Disposition = "apply") -> None:
-        super().__init__(source, disposition)
-        self.name = name
-        self.data = script_text(name)
-
-    def describe(self) -> str:
-        return f"install {RC_D}/{self.name}"
-
-    def fields(self) -> dict[str, Any]:
-        return {"path": f"{RC_D}/{self.name}"}
-
-    def apply(self, ctx: ApplyContext) -> bool:
-        return ctx.root.write(f"{RC_D}/{self.name}", self.data, 0o555, 0, 0)
-
-
-def install_actions() -> list[Action]:
-    """Install both scripts and enable them (for the image build)."""
-    from fpvm.guest.rcconf import RcConfSet
-
-    actions: list[Action] = [RcScriptAction(name) for name in SCRIPTS]
-    actions += [RcConfSet(service, values, disposition="apply") for service, values in RC_CONF.items()]
-    return actions
 
 
 # -- fpvm guest boot ----------------------------------------------------------------------------------
