@@ -39,9 +39,10 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, GrEntry, PwEntry, bad_char
+from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, GrEntry, PwEntry
 from fpvm.guest.accountdb import check_field as check_field  # re-exported for the plan
 from fpvm.guest.actions import Action, Disposition
+from fpvm.safetext import bad_char
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import rcconf
 from fpvm.guest.actions import Action, Disposition
+from fpvm.safetext import bad_char
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
@@ -327,8 +328,6 @@ def cert_env_from_state(saved: object) -> dict[str, str]:
 # -- what FreeBSD gets ------------------------------------------------------------------------------
 def unsafe_values(env: dict[str, str]) -> list[str]:
     """Names of the allowed variables whose value holds a control character (refused)."""
-    from fpvm.guest.accountdb import bad_char
-
     return [k for k in ALLOWED_VARS if k in env and bad_char(env[k]) is not None]
 
 
