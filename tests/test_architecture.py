@@ -24,21 +24,28 @@ DEVELOPING = REPO / "docs" / "DEVELOPING.md"
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "cli": frozenset({"ignition", "guest", "fwcfg", "image", "machine", "version"}),
     "image": frozenset(
-        {"machine", "guest", "contract", "ignition", "fwcfg", "fsutil", "arch", "progress", "version"}
+        {"machine", "guest", "contract", "ignition", "fwcfg", "fsutil", "hostroot", "safetext", "arch"}
+        | {"progress", "version"}
     ),
-    "machine": frozenset({"contract", "ignition", "fwcfg", "fsutil", "arch", "progress", "version"}),
-    "guest": frozenset({"contract", "ignition", "fwcfg", "fsutil", "arch", "version"}),
+    "machine": frozenset(
+        {"contract", "ignition", "fwcfg", "fsutil", "hostroot", "safetext", "arch", "progress", "version"}
+    ),
+    "guest": frozenset(
+        {"contract", "ignition", "fwcfg", "fsutil", "hostroot", "safetext", "arch", "version"}
+    ),
     "ignition": frozenset({"version"}),
     "fwcfg": frozenset(),
     "contract": frozenset(),
     "fsutil": frozenset(),
+    "hostroot": frozenset(),
+    "safetext": frozenset(),
     "arch": frozenset(),
     "progress": frozenset(),
     "version": frozenset(),
 }
 
 # These run inside the FreeBSD guest on the base system's python3: nothing outside the standard library.
-STDLIB_ONLY = ("ignition", "fwcfg", "guest", "contract", "fsutil", "arch")
+STDLIB_ONLY = ("ignition", "fwcfg", "guest", "contract", "fsutil", "hostroot", "safetext", "arch")
 # Standard-library modules newer than the interpreter running the tests (tried after a fallback).
 LATER_STDLIB = frozenset({"_sha2"})  # CPython 3.12+ name of _sha256
 

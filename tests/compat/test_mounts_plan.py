@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import urllib.parse
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,27 +22,18 @@ from fpvm.guest.mounts import (
 )
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import Result
+from fpvm.ignition.model import Config, File, Resource, Storage, Systemd, Unit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KLD = ["/sbin/kldload", "-n", "virtio_p9fs"]
 
 
-def config(units: list[dict[str, Any]] | None = None, table: dict[str, Any] | str | None = None) -> Any:
+def config(units: list[dict[str, Any]] | None = None, table: dict[str, Any] | str | None = None) -> Config:
     files = []
     if table is not None:
         text = table if isinstance(table, str) else json.dumps(table)
-        files.append(
-            SimpleNamespace(
-                path=MOUNTS_TABLE,
-                contents=SimpleNamespace(source="data:," + urllib.parse.quote(text), compression=None),
-            )
-        )
-    return SimpleNamespace(
-        systemd=SimpleNamespace(
-            units=[SimpleNamespace(**{"enabled": None, "mask": None, **u}) for u in units or []]
-        ),
-        storage=SimpleNamespace(files=files),
-    )
+        files.append(File(path=MOUNTS_TABLE, contents=Resource(source="data:," + urllib.parse.quote(text))))
+    return Config(systemd=Systemd(units=[Unit(**u) for u in units or []]), storage=Storage(files=files))
 
 
 def podman_units(name: str) -> list[dict[str, Any]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from fpvm.guest import apisocket
 from fpvm.guest.context import make_context
 from fpvm.guest.runner import read_record
+from fpvm.ignition.model import Config, Passwd, PasswdUser
 
 MASTER = (
     "root:$6$x:0:0::0:0:Charlie &:/root:/bin/sh\n"
@@ -36,20 +36,20 @@ def staged_root(tmp_path: Path) -> Path:
     return root
 
 
-def config(uid: int | None = 501) -> SimpleNamespace:
+def config(uid: int | None = 501) -> Config:
     # podman's user "core" with the host's uid (501 on macOS); the account may have another uid.
     users = [
-        SimpleNamespace(name="core", uid=uid, should_exist=None),
-        SimpleNamespace(name="root", uid=None, should_exist=None),
-        SimpleNamespace(name="gone", uid=1234, should_exist=False),
+        PasswdUser(name="core", uid=uid),
+        PasswdUser(name="root"),
+        PasswdUser(name="gone", uid=1234, should_exist=False),
     ]
-    return SimpleNamespace(passwd=SimpleNamespace(users=users))
+    return Config(passwd=Passwd(users=users))
 
 
 def apply(root: Path, record: Path) -> bool:
     ctx = make_context(str(root), record=str(record))
     changed = False
-    for action in apisocket.plan_api_socket(config()):
+    for action in apisocket.plan_api_socket(apisocket.podman_users(config())):
         changed |= action.apply(ctx)
     return changed
 
@@ -131,7 +131,7 @@ def test_uid_from_account_when_config_has_none(tmp_path: Path, uid: int | None, 
 
 def test_podman_users() -> None:
     assert apisocket.podman_users(config()) == [("core", 501, "$.passwd.users[0]")]
-    assert apisocket.podman_users(SimpleNamespace()) == []
+    assert apisocket.podman_users(Config()) == []
 
 
 def test_api_group_follows_podman_service_api_group(tmp_path: Path) -> None:

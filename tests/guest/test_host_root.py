@@ -1,7 +1,7 @@
 """Nothing harms the host: every command that writes a root refuses the running system's own root.
 
 The refusal is checked through the real command line. Where a regression would write the host's own
-files, the "system root" is a staged tree: the subprocess points ``fpvm.guest.hostroot.SYSTEM_ROOT``
+files, the "system root" is a staged tree: the subprocess points ``fpvm.hostroot.SYSTEM_ROOT``
 at it before running ``fpvm.cli.main`` (the only difference from a plain ``fpvm`` run). On the real
 ``/`` only commands that would write nothing even without the guard are run. The FreeBSD-inside-fpvm
 allowance goes through a monkeypatched kernel name and a marker in the staged tree; ``/`` is never
@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from guestcore_staging import REPO, make_root, minimal, snapshot, write_config
 
+from fpvm import hostroot
 from fpvm.cli import main
-from fpvm.guest import hostroot
 
 STAGED_CLI = (
     "import sys\n"
-    "import fpvm.guest.hostroot as h\n"
+    "import fpvm.hostroot as h\n"
     "h.SYSTEM_ROOT = sys.argv[1]\n"
     "from fpvm.cli import main\n"
     "sys.exit(main(sys.argv[2:]))\n"

@@ -18,7 +18,6 @@ import pytest
 
 from fpvm.guest import rcd
 from fpvm.guest.configsource import Probe
-from fpvm.guest.context import make_context
 from fpvm.guest.runner import read_record
 from podman_fixtures import PODMAN_IGNITION
 
@@ -237,20 +236,6 @@ def test_ready_script_runs_in_background(tmp_path: Path) -> None:
     conf["podman_service"] = 'podman_service_enable="YES"\n'
     argv = run_script(tmp_path, "fpvm_ready", conf, firstboot=False)
     assert "--no-api-socket" not in argv
-
-
-def test_install_actions(tmp_path: Path) -> None:
-    ctx = make_context(str(tmp_path), record=str(tmp_path / "rec"))
-    assert all([a.apply(ctx) for a in rcd.install_actions()])
-    for name in rcd.SCRIPTS:
-        f = tmp_path / "usr/local/etc/rc.d" / name
-        assert f.read_bytes() == rcd.script_text(name)
-        assert f.stat().st_mode & 0o777 == 0o555
-    assert (tmp_path / "etc/rc.conf.d/fpvm").read_bytes() == b'fpvm_enable="YES"\n'
-    assert (tmp_path / "etc/rc.conf.d/fpvm_ready").read_bytes() == b'fpvm_ready_enable="YES"\n'
-    assert not any([a.apply(ctx) for a in rcd.install_actions()])
-    assert ctx.commands == []
-    assert os.access(tmp_path / "usr/local/etc/rc.d/fpvm", os.X_OK)
 
 
 # -- fpvm guest boot --------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from fpvm.guest.rootfs import RootFS
 from fpvm.guest.storage import FileAction
 from fpvm.ignition import dataurl, parse
 from fpvm.ignition.dataurl import DataURLError
+from fpvm.ignition.model import Config, File, Resource, Storage, Verification
 from fpvm.ignition.resources import Budget
 
 USER = {"name": "core", "uid": 501, "sshAuthorizedKeys": ["ssh-ed25519 AAAA k"]}
@@ -91,21 +91,16 @@ def test_non_gzip_mount_table_is_a_path_named_error(tmp_path: Path, command: tup
     assert snapshot(root, exclude=()) == before
 
 
-def _table_config(contents: Any) -> Any:
-    file = SimpleNamespace(path=MOUNTS_TABLE, contents=contents)
-    return SimpleNamespace(systemd=SimpleNamespace(units=[]), storage=SimpleNamespace(files=[file]))
+def _table_config(contents: Resource) -> Config:
+    return Config(storage=Storage(files=[File(path=MOUNTS_TABLE, contents=contents)]))
 
 
 def test_mount_table_contents_are_verified_and_read_whole(tmp_path: Path) -> None:
     root = RootFS(str(make_root(tmp_path)))
     halves = gzip.compress(TABLE[:10]) + gzip.compress(TABLE[10:])  # two members
-    plan = plan_mounts(_table_config(SimpleNamespace(source=b64(halves), compression="gzip")), root)
+    plan = plan_mounts(_table_config(Resource(source=b64(halves), compression="gzip")), root)
     assert plan[-1].describe() == "mount 9p tag fpvm0 at /Users/me/src with p9fs"
-    bad = SimpleNamespace(
-        source=dataurl.encode(TABLE),
-        compression=None,
-        verification=SimpleNamespace(hash="sha256-" + "0" * 64),
-    )
+    bad = Resource(source=dataurl.encode(TABLE), verification=Verification(hash="sha256-" + "0" * 64))
     with pytest.raises(MountError, match=r"\$\.storage\.files\[0\]\.contents: hash verification failed"):
         plan_mounts(_table_config(bad), root)
 
@@ -215,7 +210,7 @@ def test_every_reader_decodes_data_urls_as_upstream(tmp_path: Path, url: str, re
         resource_bytes(resource.storage.files[0].contents, PlanOptions())
     root = RootFS(str(make_root(tmp_path)))
     with pytest.raises(MountError, match=reason):
-        plan_mounts(_table_config(SimpleNamespace(source=url, compression=None)), root)
+        plan_mounts(_table_config(Resource(source=url)), root)
 
 
 @pytest.mark.parametrize(
@@ -225,10 +220,7 @@ def test_every_reader_decodes_data_urls_as_upstream(tmp_path: Path, url: str, re
 )  # fmt: skip
 def test_every_reader_agrees_on_valid_urls(tmp_path: Path, url: str) -> None:
     expected = dataurl.decode(url)
-    resource = SimpleNamespace(
-        source=url, compression=None, verification=SimpleNamespace(hash=None), http_headers=[]
-    )
-    assert resource_bytes(resource, PlanOptions()) == expected
+    assert resource_bytes(Resource(source=url), PlanOptions()) == expected
 
 
 # --- one fetch budget per boot -------------------------------------------------------------------------

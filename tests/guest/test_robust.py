@@ -182,7 +182,7 @@ def test_boot_echo_is_escaped(root: Path, tmp_path: Path) -> None:
 
 
 def test_printable_is_the_identity_on_printable_text() -> None:
-    from fpvm.guest.safetext import printable
+    from fpvm.safetext import printable
 
     assert printable("/home/core/.ssh/authorized_keys é ✓") == "/home/core/.ssh/authorized_keys é ✓"
     assert printable("a\tb\x00c\x7fd\u200be") == "a\\tb\\x00c\\x7fd\\u200be"

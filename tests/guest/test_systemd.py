@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,34 +12,17 @@ from fpvm.guest.context import make_context
 from fpvm.guest.proxy import ProxyEnvAction
 from fpvm.guest.rcconf import RcConfSet
 from fpvm.guest.systemd import classify_unit, plan_units, rule_for
+from fpvm.ignition import parse
+from fpvm.ignition.model import Config, Dropin, Systemd, Unit
 from podman_fixtures import podman_ignition_configs
 
 
-def snake(name: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+def unit(name: str, **kw: Any) -> Unit:
+    return Unit(name=name, **kw)
 
 
-def ns(value: Any) -> Any:
-    """JSON -> objects with the model's attribute names (``fpvm.ignition.model`` uses snake_case)."""
-    if isinstance(value, dict):
-        return SimpleNamespace(**{snake(k): ns(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return [ns(v) for v in value]
-    return value
-
-
-def unit(name: str, **kw: Any) -> SimpleNamespace:
-    return SimpleNamespace(
-        name=name,
-        enabled=kw.get("enabled"),
-        mask=kw.get("mask"),
-        contents=kw.get("contents"),
-        dropins=kw.get("dropins", []),
-    )
-
-
-def config_of(*units: SimpleNamespace) -> SimpleNamespace:
-    return SimpleNamespace(systemd=SimpleNamespace(units=list(units)))
+def config_of(*units: Unit) -> Config:
+    return Config(systemd=Systemd(units=list(units)))
 
 
 CONFIGS = podman_ignition_configs()
@@ -50,7 +30,7 @@ CONFIGS = podman_ignition_configs()
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_podman_unit_is_classified(path: Path) -> None:
-    config = ns(json.loads(path.read_text()))
+    config = parse(path.read_bytes())
     names = [u.name for u in config.systemd.units]
     actions = plan_units(config)
     # podman.socket is the one unit with a FreeBSD effect: the API service is enabled.
@@ -99,7 +79,7 @@ def test_unknown_units_are_reported_never_fatal(tmp_path: Path) -> None:
         unit("vsock-network.service", enabled=True),
         unit("user-linger@core.service", enabled=True),
         unit("", enabled=True),
-        unit("podman.socket", enabled=True, dropins=[SimpleNamespace(name="x.conf", contents="[Socket]\n")]),
+        unit("podman.socket", enabled=True, dropins=[Dropin(name="x.conf", contents="[Socket]\n")]),
     )
     actions = plan_units(cfg)
     described = [a.describe() for a in actions]
@@ -122,7 +102,7 @@ def test_unknown_units_are_reported_never_fatal(tmp_path: Path) -> None:
         ([unit("podman.service", enabled=True), unit("podman.socket", mask=True)], "YES"),
     ],
 )
-def test_podman_service_on_or_off(units: list[SimpleNamespace], value: str) -> None:
+def test_podman_service_on_or_off(units: list[Unit], value: str) -> None:
     actions = plan_units(config_of(*units))
     rc = [a for a in actions if isinstance(a, RcConfSet)]
     assert len(rc) == 1
@@ -143,4 +123,4 @@ def test_environment_becomes_a_proxy_action() -> None:
 
 
 def test_no_systemd_section() -> None:
-    assert plan_units(SimpleNamespace()) == []
+    assert plan_units(Config()) == []

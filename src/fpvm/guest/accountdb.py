@@ -18,8 +18,10 @@ is marked *pending* and the files are re-read once, the first time such an id is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
+
+from fpvm.safetext import bad_char, lines
 
 if TYPE_CHECKING:
     from fpvm.guest.rootfs import RootFS
@@ -34,19 +36,6 @@ SYSTEM_IDS = range(0, MIN_ID)  # FreeBSD's base system and ports accounts (hier(
 HIGH_SYSTEM_IDS = range(65533, 65536)  # nogroup, nobody
 
 
-def bad_char(value: str) -> str | None:
-    """The first character that may not appear in an account field or sh-sourced value, or None.
-
-    Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: all of them are
-    line breaks for some reader (Python's ``splitlines``, sshd, editors) or invisible in a log.
-    """
-    for ch in value:
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o < 0xA0 or ch in "\u2028\u2029":
-            return ch
-    return None
-
-
 def check_field(value: str, what: str) -> str | None:
     """Account fields are ':'-separated lines: refuse ':' and control characters (passwd(5))."""
     if ":" in value:
@@ -55,14 +44,6 @@ def check_field(value: str, what: str) -> str | None:
     if ch is not None:
         return f"{what} may not contain control characters (found {ch!r})"
     return None
-
-
-def lines(text: str) -> Iterator[str]:
-    """The ``\\n``-separated lines of ``text`` (a final newline ends the last line)."""
-    parts = text.split("\n")
-    if parts and parts[-1] == "":
-        parts.pop()
-    return iter(parts)
 
 
 class PwEntry:
@@ -380,18 +361,3 @@ def _int(text: str) -> int:
     except ValueError:
         return -1
 
-
-__all__ = [
-    "BASE_ACCOUNTS_KEY",
-    "GROUP",
-    "MASTER_PASSWD",
-    "MIN_ID",
-    "PASSWD",
-    "AccountDB",
-    "GrEntry",
-    "PwEntry",
-    "bad_char",
-    "check_field",
-    "lines",
-    "system_account_names",
-]

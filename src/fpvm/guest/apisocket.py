@@ -23,14 +23,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fpvm.contract import API_SOCKET, USER_RUN_DIR
+from fpvm.contract import API_SOCKET as API_SOCKET  # re-exported: callers find the paths here
 from fpvm.contract import RUN_API_SOCKET as RUN_SOCKET
+from fpvm.contract import USER_RUN_DIR
 from fpvm.contract import user_api_socket as user_socket_path
 from fpvm.guest.actions import Action, Disposition
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
+    from fpvm.ignition.model import Config
+
+    PodmanUser = tuple[str, int | None, str]  # (name, uid from the config, JSON path)
 
 RUN_LINK = "/run"
 RUN_TARGET = "var/run"
@@ -45,9 +51,6 @@ class RunLinkAction(Action):
     """``/run`` -> ``var/run`` (or, when ``/run`` is a directory, ``/run/podman/podman.sock``)."""
 
     kind = "run-link"
-
-    def __init__(self, source: str = "", disposition: Disposition = "apply", note: str = "") -> None:
-        super().__init__(source, disposition, note)
 
     def describe(self) -> str:
         return f"link {RUN_LINK} -> {RUN_TARGET} (root's API at {RUN_SOCKET})"
@@ -158,10 +161,11 @@ class ApiGroupAction(Action):
         if group is None:
             ctx.log.warn(f"group {name} does not exist; {self.user} cannot reach {API_SOCKET}")
             return False
-        if acc.user(self.user) is None:
+        account = acc.user(self.user)
+        if account is None:
             ctx.log.warn(f"user {self.user} does not exist; not added to {name}")
             return False
-        if self.user in group.members or acc.gid_of(name) == getattr(acc.user(self.user), "gid", None):
+        if self.user in group.members or acc.gid_of(name) == account.gid:
             return False
         ctx.run(pw(ctx, "groupmod", "-n", name, "-m", self.user))
         if ctx.recording:
@@ -180,37 +184,20 @@ def api_group(root: RootFS) -> str:
     return value or API_GROUP
 
 
-def podman_users(config: Any) -> list[tuple[str, int | None, str]]:
+def podman_users(config: Config) -> list[PodmanUser]:
     """(name, uid, JSON path) of the config's users podman may log in as, root excepted."""
-    out: list[tuple[str, int | None, str]] = []
-    users = getattr(getattr(config, "passwd", None), "users", None) or []
-    for i, user in enumerate(users):
-        name = getattr(user, "name", None)
-        if not name or name == "root" or getattr(user, "should_exist", None) is False:
-            continue
-        uid = getattr(user, "uid", None)
-        out.append((name, uid if isinstance(uid, int) else None, f"$.passwd.users[{i}]"))
-    return out
+    return [
+        (user.name, user.uid, f"$.passwd.users[{i}]")
+        for i, user in enumerate(config.passwd.users)
+        if user.name and user.name != "root" and user.should_exist is not False
+    ]
 
 
-def plan_api_socket(config: Any) -> list[Action]:
-    """What every boot does so that podman's socket paths reach the API."""
+def plan_api_socket(users: Iterable[PodmanUser]) -> list[Action]:
+    """What every boot does so that podman's socket paths reach ``users`` (``podman_users``)."""
     actions: list[Action] = [RunLinkAction()]
-    for name, uid, path in podman_users(config):
+    for name, uid, path in users:
         actions.append(ApiGroupAction(name, source=path))
         actions.append(UserSocketAction(name, uid, source=path))
     return actions
 
-
-__all__ = [
-    "API_GROUP",
-    "API_SOCKET",
-    "RUN_LINK",
-    "RUN_SOCKET",
-    "ApiGroupAction",
-    "RunLinkAction",
-    "UserSocketAction",
-    "plan_api_socket",
-    "podman_users",
-    "user_socket_path",
-]

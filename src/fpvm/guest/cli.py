@@ -10,8 +10,8 @@ BOOT_HELP = "the boot step: find the config, provision on first boot, per-boot l
 
 
 def _refused(command: str, root: str) -> bool:
-    """Print the one-line refusal when ``root`` is the running system's own root (fpvm.guest.hostroot)."""
-    from fpvm.guest.hostroot import HostRootError, refuse_system_root
+    """Print the one-line refusal when ``root`` is the running system's own root (fpvm.hostroot)."""
+    from fpvm.hostroot import HostRootError, refuse_system_root
 
     try:
         refuse_system_root(root)

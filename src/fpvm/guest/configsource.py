@@ -31,13 +31,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from fpvm.contract import FWCFG_CONFIG as CONFIG_ENTRY
 from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import kvp
 
 if TYPE_CHECKING:
+    from fpvm.guest.context import Log
     from fpvm.guest.rootfs import RootFS
     from fpvm.guest.runner import Runner
 
@@ -259,7 +260,7 @@ def find_sources(
     qemufwcfg_mount: str | None = QEMUFWCFG_MOUNT,
     probe: Probe | None = None,
     kvp_pool: str | None = KVP_POOL_FILE,
-    log: Any = None,
+    log: Log | None = None,
 ) -> Sources:
     """Try every source in order; each attempt is logged (``log.info``/``log.warn``) and returned.
 
@@ -331,18 +332,3 @@ def find_sources(
                 note(Attempt("config", "absent", "no source delivered a config"))
     return out
 
-
-__all__ = [
-    "CONFIG_ENTRY",
-    "ENVIRONMENT_ENTRY",
-    "HYPERV_SOURCE",
-    "KVP_POOL_FILE",
-    "QEMUFWCFG_MOUNT",
-    "Attempt",
-    "Probe",
-    "Sources",
-    "default_fwcfg_opener",
-    "detect_unsupported",
-    "find_sources",
-    "hyperv_evidence",
-]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from fpvm.fsutil import append_regular
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
-from fpvm.guest.safetext import MAX_SHOWN, printable
+from fpvm.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
     from fpvm.guest.accountdb import AccountDB
@@ -187,5 +187,3 @@ def make_context(
         runner = RecordingRunner(record) if record is not None else SubprocessRunner()
     return ApplyContext(fs, runner, Log(echo), State.load(fs))
 
-
-__all__ = ["ApplyContext", "Log", "State", "make_context"]

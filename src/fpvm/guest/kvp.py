@@ -112,17 +112,3 @@ def read_ignition(root: str = "/", pool_path: str | None = None) -> tuple[bytes 
     count = sum(1 for key, _ in records if key.startswith(IGNITION_PREFIX))
     return config, (count if config is not None else 0)
 
-
-__all__ = [
-    "EXTERNAL_POOL",
-    "IGNITION_PREFIX",
-    "KEY_SIZE",
-    "POOL_DIR",
-    "RECORD_SIZE",
-    "VALUE_SIZE",
-    "KvpError",
-    "assemble",
-    "parse_pool",
-    "pool_file",
-    "read_ignition",
-]

@@ -24,10 +24,13 @@ Bad input is refused before any command runs, so a rejected request never leaves
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from fpvm.contract import MOUNTS_PATH as MOUNTS_TABLE
-from fpvm.contract import MountError, check_tag, check_target, decode_mounts
+from fpvm.contract import MountError as MountError  # re-exported with the rules: the shim imports them here
+from fpvm.contract import check_tag as check_tag
+from fpvm.contract import check_target as check_target
+from fpvm.contract import decode_mounts
 from fpvm.guest.actions import Action, Command, Note
 from fpvm.guest.runner import CommandError, Result, Runner
 
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
+    from fpvm.ignition.model import Config, File, Unit
 
 KLDLOAD = "/sbin/kldload"
 MOUNT = "/sbin/mount"
@@ -276,27 +280,21 @@ def split_options(text: str) -> list[str]:
     return [o for o in (s.strip() for s in out) if o]
 
 
-def unit_sections(contents: str) -> dict[str, dict[str, str]]:
-    """A systemd unit's ``[Section]`` -> {key: last value} (enough for ``[Mount]``)."""
-    sections: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    for raw in contents.split("\n"):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1].strip(), {})
-        elif current is not None and "=" in line:
-            key, _, value = line.partition("=")
-            current[key.strip()] = value.strip()
-    return sections
-
-
 def request_from_unit(name: str, contents: str, origin: str) -> MountRequest:
-    """``[Mount] What= Where= Type= Options=`` of a podman mount unit -> a request (or MountError)."""
-    mount = unit_sections(contents).get("Mount")
-    if mount is None:
+    """``[Mount] What= Where= Type= Options=`` of a podman mount unit -> a request (or MountError).
+
+    The unit is read by the lexer Ignition's validation uses (``fpvm.ignition.unitfile``); the last
+    assignment of a key wins, as in systemd.
+    """
+    from fpvm.ignition.unitfile import UnitSyntaxError, parse_unit
+
+    try:
+        options = parse_unit(contents)
+    except UnitSyntaxError as exc:
+        raise MountError(f"{origin}: unit {name}: {exc}") from None
+    if not any(o.section == "Mount" for o in options):
         raise MountError(f"{origin}: unit {name} has no [Mount] section")
+    mount = {o.name: o.value for o in options if o.section == "Mount"}
     fstype = mount.get("Type", "")
     if fstype not in ("virtiofs", "9p"):
         raise MountError(f"{origin}: unit {name}: mount type {fstype or '(none)'!r} is not supported")
@@ -339,15 +337,15 @@ def check_unique(reqs: Sequence[MountRequest]) -> None:
         targets[req.target] = req.origin
 
 
-def _file_bytes(file: Any, origin: str) -> bytes | None:
+def _file_bytes(file: File, origin: str) -> bytes | None:
     """Inline contents of an Ignition file entry, read by the one resource layer.
 
     ``fpvm.ignition.resources`` decodes the ``data:`` URL, decompresses gzip (every member, at most
     64 MiB) and checks ``verification.hash``, exactly as for any other file's contents; it is imported
     here only when a config carries the table, never on the mount shim's path.
     """
-    contents = getattr(file, "contents", None)
-    source = getattr(contents, "source", None)
+    contents = file.contents
+    source = contents.source
     if not source:
         return None
     if source[:5].lower() != "data:":
@@ -355,35 +353,24 @@ def _file_bytes(file: Any, origin: str) -> bytes | None:
     from fpvm.ignition.resources import SourceError, fetch_url
 
     try:
-        return fetch_url(
-            source,
-            compression=getattr(contents, "compression", None),
-            verification=getattr(getattr(contents, "verification", None), "hash", None),
-        )
+        return fetch_url(source, compression=contents.compression, verification=contents.verification.hash)
     except SourceError as exc:
         raise MountError(f"{origin}.contents: {exc.message}") from None
 
 
-def _units(config: Any) -> Iterable[tuple[int, Any]]:
-    systemd = getattr(config, "systemd", None)
-    return enumerate(getattr(systemd, "units", None) or [])
-
-
-def unit_request(unit: Any, where: str) -> tuple[MountRequest | None, str]:
+def unit_request(unit: Unit, where: str) -> tuple[MountRequest | None, str]:
     """(request, "") for a ``*.mount`` unit the mount step honours, else (None, why it is skipped).
 
     The one verdict on a podman mount unit: ``plan_mounts`` and the systemd table
     (``fpvm.guest.systemd.classify_unit``) both use it, so ``fpvm ignition show`` / ``fpvm guest plan``
     never call a unit "mounted at every boot" that the mount step skips.
     """
-    name = str(getattr(unit, "name", ""))
-    if getattr(unit, "mask", None) or getattr(unit, "enabled", None) is False:
+    if unit.mask or unit.enabled is False:
         return None, "masked or disabled mount unit"
-    contents = getattr(unit, "contents", None)
-    if not contents:
+    if not unit.contents:
         return None, "mount unit without contents"
     try:
-        return request_from_unit(name, str(contents), where), ""
+        return request_from_unit(unit.name, unit.contents, where), ""
     except MountError as exc:
         # A unit comes from podman (one per volume), not from fpvm: one that FreeBSD cannot honour
         # (e.g. a macOS folder with a space, podman 5.5+) is reported, and must not stop the users,
@@ -391,8 +378,10 @@ def unit_request(unit: Any, where: str) -> tuple[MountRequest | None, str]:
         return None, f"not mounted: {exc}"
 
 
-def plan_mounts(config: Any, root: RootFS, *, notes_for_units: bool = True) -> list[Action]:
+def plan_mounts(config: Config | None, root: RootFS, *, notes_for_units: bool = True) -> list[Action]:
     """Every boot's mounts: fpvm's table (from the config, else from the root) and ``*.mount`` units.
+
+    ``config`` is None on a boot that got no config: the table is then read from the root.
 
     Raises MountError for a bad mount table or clashing requests, before anything is mounted; a podman
     mount unit that cannot be honoured becomes a note instead (unless ``notes_for_units`` is False:
@@ -402,42 +391,25 @@ def plan_mounts(config: Any, root: RootFS, *, notes_for_units: bool = True) -> l
     notes: list[Action] = []
     table: bytes | None = None
     origin = MOUNTS_TABLE
-    files = getattr(getattr(config, "storage", None), "files", None) or []
-    for i, file in enumerate(files):
-        if getattr(file, "path", None) == MOUNTS_TABLE:
+    for i, file in enumerate(config.storage.files if config else ()):
+        if file.path == MOUNTS_TABLE:
             origin = f"$.storage.files[{i}]"
             table = _file_bytes(file, origin)
     if table is None:
         table = root.read_bytes(MOUNTS_TABLE)
     if table is not None:
         reqs.extend(requests_from_table(table, origin))
-    for i, unit in _units(config):
-        name = str(getattr(unit, "name", ""))
-        if not name.endswith(".mount"):
+    for i, unit in enumerate(config.systemd.units if config else ()):
+        if not unit.name.endswith(".mount"):
             continue
         where = f"$.systemd.units[{i}]"
         req, why = unit_request(unit, where)
         if req is not None:
             reqs.append(req)
         elif notes_for_units:
-            notes.append(Note(name, why, where))
+            notes.append(Note(unit.name, why, where))
     check_unique(reqs)
     if not reqs:
         return notes
     return [*notes, LoadP9Action(), *(MountAction(r) for r in reqs)]
 
-
-__all__ = [
-    "KLDLOAD_ARGV",
-    "MOUNTS_TABLE",
-    "MountAction",
-    "MountError",
-    "MountRequest",
-    "check_tag",
-    "check_target",
-    "mount_now",
-    "plan_mounts",
-    "request_from_unit",
-    "requests_from_table",
-    "unit_request",
-]

@@ -4,16 +4,8 @@ The account files themselves (reading, indexing, writing) are ``fpvm.guest.accou
 
 FreeBSD keeps accounts in ``/etc/master.passwd`` (with hashes), the derived ``/etc/passwd``, the
 ``pwd.db``/``spwd.db`` databases, and ``/etc/group``. Only ``pw(8)`` should change them on a live
-system, so every change here is a ``pw -R ROOT ...`` command through the runner, in the documented
-argument form (pw(8) SYNOPSIS)::
-
-    pw [-R rootdir] groupadd [-n] name [-g gid]
-    pw [-R rootdir] useradd [-n] name [-u uid] [-c comment] [-d dir] [-g group] [-G grouplist]
-                            [-m] [-M mode] [-w method] [-s shell] [-h fd | -H fd]
-    pw [-R rootdir] usermod [-n] name|uid [-u newuid] [-c comment] [-d dir] [-G grouplist] [-s shell]
-                            [-H fd]
-    pw [-R rootdir] userdel [-n] name|uid
-    pw [-R rootdir] unlock [-n] name|uid
+system, so every change here is a ``pw -R ROOT ...`` command through the runner, in the argument form
+of pw(8)'s SYNOPSIS (the guest tests check every recorded command against it).
 
 When commands are only recorded (tests, image staging off FreeBSD) nothing would create the account,
 yet later steps need it (``chown`` to the new uid, the home directory for ``authorized_keys``). The
@@ -47,23 +39,16 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, MAX_ID, MIN_ID, bad_char
-from fpvm.guest.accountdb import GROUP as GROUP  # re-exported: older callers import them from here
-from fpvm.guest.accountdb import MASTER_PASSWD as MASTER_PASSWD
-from fpvm.guest.accountdb import PASSWD as PASSWD
-from fpvm.guest.accountdb import AccountDB as AccountDB
-from fpvm.guest.accountdb import GrEntry as GrEntry
-from fpvm.guest.accountdb import PwEntry as PwEntry
-from fpvm.guest.accountdb import check_field as check_field
+from fpvm.guest.accountdb import BASE_ACCOUNTS_KEY, AccountDB, GrEntry, PwEntry
+from fpvm.guest.accountdb import check_field as check_field  # re-exported for the plan
 from fpvm.guest.actions import Action, Disposition
+from fpvm.safetext import bad_char
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
 
 Accounts = AccountDB  # the name older callers use
 LOCKED_PREFIX = "*LOCKED*"
-MIN_UID = MIN_ID
-MAX_UID = MAX_ID
 
 # podman's groups for its user (sudo, adm, wheel, systemd-journal) and their FreeBSD meaning.
 GROUP_MAP: dict[str, str] = {
@@ -159,11 +144,6 @@ def is_protected(ctx: ApplyContext, entry: PwEntry) -> bool:
     return entry.name in base_accounts(ctx)
 
 
-def _attr(obj: Any, name: str, default: Any = None) -> Any:
-    value = getattr(obj, name, default)
-    return default if value is None else value
-
-
 def pw(ctx: ApplyContext, *args: str) -> list[str]:
     """``pw -R ROOT args...`` (the root as the host sees it)."""
     return ["pw", "-R", str(ctx.root.root), *args]
@@ -181,7 +161,22 @@ def _executable(ctx: ApplyContext, path: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-class GroupAction(Action):
+class _AccountAction(Action):
+    """An account action of a ``Batch``: the last one to finish writes the account files."""
+
+    batch: Batch | None = None
+
+    def apply(self, ctx: ApplyContext) -> bool:
+        try:
+            return self._apply(ctx)
+        finally:
+            _finish(ctx, self.batch)
+
+    def _apply(self, ctx: ApplyContext) -> bool:
+        raise NotImplementedError
+
+
+class GroupAction(_AccountAction):
     """Create a group named in ``passwd.groups`` (or report a gid clash)."""
 
     kind = "group"
@@ -197,12 +192,6 @@ class GroupAction(Action):
 
     def fields(self) -> dict[str, Any]:
         return {"name": self.name, "gid": self.gid}
-
-    def apply(self, ctx: ApplyContext) -> bool:
-        try:
-            return self._apply(ctx)
-        finally:
-            _finish(ctx, self.batch)
 
     def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
@@ -230,7 +219,7 @@ class GroupAction(Action):
         return True
 
 
-class UserAction(Action):
+class UserAction(_AccountAction):
     """Make one account match ``passwd.users[i]``: useradd, usermod only for what differs, or userdel."""
 
     kind = "user"
@@ -295,12 +284,6 @@ class UserAction(Action):
         return out
 
     # -- apply -------------------------------------------------------------------------------------
-    def apply(self, ctx: ApplyContext) -> bool:
-        try:
-            return self._apply(ctx)
-        finally:
-            _finish(ctx, self.batch)
-
     def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
         self._check_fields()

@@ -14,7 +14,7 @@ belong to other modules (``fpvm.guest.systemd``, ``fpvm.guest.mounts``) and are 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fpvm.guest import passwd, storage
 from fpvm.guest.actions import Action, Note
@@ -24,6 +24,12 @@ from fpvm.guest.sudoers import SudoersFile
 
 TMPFILES_D = "/etc/tmpfiles.d"
 MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX_RESOURCE_BYTES)
+
+if TYPE_CHECKING:
+    from fpvm.guest.context import ApplyContext
+    from fpvm.ignition.model import Config, Directory, File, Link, Resource
+    from fpvm.ignition.resources import Budget
+    from fpvm.ignition.sources import FetchOptions
 
 
 class PlanError(ValueError):
@@ -42,7 +48,7 @@ class PlanOptions:
         root: RootFS | None = None,
         max_file_size: int = MAX_FILE_SIZE,
         fetch_remote: bool = True,
-        budget: Any = None,
+        budget: Budget | None = None,
         environment: dict[str, str] | None = None,
     ) -> None:
         self.root = root  # lets unit/mount planning read the root (fpvm's mount table)
@@ -51,9 +57,9 @@ class PlanOptions:
         # fpvm.ignition.resources.Budget: the boot's one fetching deadline (provision passes the one
         # resolve used); None: a new one when the first remote source needs it
         self.budget = budget
-        self.fetch_options: Any = None  # built on the first http(s) source (imports http, ssl)
+        self.fetch_options: FetchOptions | None = None  # made for the first http(s) source (imports ssl)
         self.environment = environment  # podman 4.x's fw_cfg proxy entry, decoded
-        self.config: Any = None  # set by build_plan: the config's fetch settings apply to its resources
+        self.config: Config | None = None  # set by build_plan: its fetch settings apply to its resources
 
 
 class _Builder:
@@ -92,11 +98,11 @@ class UnreadableFile(Action):
     def fields(self) -> dict[str, Any]:
         return {"path": self.path, "error": self.error}
 
-    def apply(self, ctx: Any) -> bool:
+    def apply(self, ctx: ApplyContext) -> bool:
         raise ValueError("not written")
 
 
-def _fetch_options(opts: PlanOptions) -> Any:
+def _fetch_options(opts: PlanOptions) -> FetchOptions:
     """http(s) settings: the config's own ``ignition.timeouts``, ``proxy`` and CAs, as upstream's.
 
     Built once per plan and only for a remote source (it imports http/ssl), with the plan's budget.
@@ -114,13 +120,13 @@ def _fetch_options(opts: PlanOptions) -> Any:
     return opts.fetch_options
 
 
-def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
+def resource_bytes(resource: Resource, opts: PlanOptions) -> bytes | None:
     """The bytes of an Ignition Resource; None when it has no source (or is remote and not fetched).
 
     Everything (data: URL, http(s), gzip, the size limit, ``verification.hash``) is the one resource
     layer's, ``fpvm.ignition.resources``; its errors become ``ResourceError`` here.
     """
-    source = getattr(resource, "source", None)
+    source = resource.source
     if source is None:
         return None
     remote = source != "" and source.partition(":")[0].lower() != "data"
@@ -135,7 +141,7 @@ def resource_bytes(resource: Any, opts: PlanOptions) -> bytes | None:
 
 
 # -- users ------------------------------------------------------------------------------------------
-def _plan_passwd(b: _Builder, config: Any) -> None:
+def _plan_passwd(b: _Builder, config: Config) -> None:
     pw = config.passwd
     batch = passwd.Batch()  # the account files are written once, after the last account action
     for i, group in enumerate(pw.groups):
@@ -159,8 +165,7 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
         if why:
             b.fail(f"{where}.name", f"user name {user.name!r} would be refused by pw: {why}")
             continue
-        for attr, what in (("gecos", "gecos"), ("shell", "shell"), ("password_hash", "passwordHash")):
-            value = getattr(user, attr)
+        for value, what in (user.gecos, "gecos"), (user.shell, "shell"), (user.password_hash, "passwordHash"):
             problem = passwd.check_field(value, what) if value is not None else None
             if problem:
                 b.fail(f"{where}.{what}", problem)
@@ -230,7 +235,7 @@ def _plan_passwd(b: _Builder, config: Any) -> None:
 
 
 # -- storage ----------------------------------------------------------------------------------------
-def _owner(node: Any) -> tuple[storage.Owner, storage.Owner]:
+def _owner(node: File | Directory | Link) -> tuple[storage.Owner, storage.Owner]:
     return (node.user.id, node.user.name), (node.group.id, node.group.name)
 
 
@@ -247,7 +252,7 @@ def _check_path(b: _Builder, path: str, where: str) -> bool:
     return True
 
 
-def _plan_storage(b: _Builder, config: Any) -> None:
+def _plan_storage(b: _Builder, config: Config) -> None:
     entries: list[tuple[int, int, Action]] = []  # (depth, order, action); hard links sort last
     hard: list[Action] = []
     st = config.storage
@@ -401,25 +406,18 @@ def _plan_hostname(b: _Builder, data: bytes | None, where: str) -> None:
 
 
 # -- units and mounts (other modules) ------------------------------------------------------------------
-def _plan_units(b: _Builder, config: Any) -> None:
-    try:
-        from fpvm.guest.systemd import plan_units
-    except ImportError:  # pragma: no cover - the module ships with the agent
-        for i, unit in enumerate(config.systemd.units):
-            where = f"$.systemd.units[{i}]"
-            b.actions.append(Note(f"unit {unit.name}", "systemd units: no translation available", where))
-        return
+def _plan_units(b: _Builder, config: Config) -> None:
+    from fpvm.guest.systemd import plan_units
+
     try:
         b.actions.extend(plan_units(config, environment=b.opts.environment))
     except ValueError as exc:
         b.fail("$.systemd.units", str(exc))
 
 
-def _plan_mounts(b: _Builder, config: Any) -> None:
-    try:
-        from fpvm.guest.mounts import MountError, plan_mounts
-    except ImportError:
-        return
+def _plan_mounts(b: _Builder, config: Config) -> None:
+    from fpvm.guest.mounts import MountError, plan_mounts
+
     # Without a root (``fpvm ignition show``) only the config is read: an absent root has no table.
     root = b.opts.root or RootFS("/nonexistent/fpvm-no-root")
     try:
@@ -429,7 +427,7 @@ def _plan_mounts(b: _Builder, config: Any) -> None:
         b.fail("$.systemd.units", str(exc))
 
 
-def _plan_api_socket(b: _Builder, config: Any) -> None:
+def _plan_api_socket(b: _Builder, config: Config) -> None:
     """podman's socket paths (/run/podman, /run/user/<uid>/podman) when the config enables the API."""
     where = next(
         (
@@ -441,11 +439,9 @@ def _plan_api_socket(b: _Builder, config: Any) -> None:
     )
     if where is None:
         return
-    try:
-        from fpvm.guest.apisocket import plan_api_socket
-    except ImportError:  # pragma: no cover - ships with the agent
-        return
-    for action in plan_api_socket(config):
+    from fpvm.guest.apisocket import plan_api_socket, podman_users
+
+    for action in plan_api_socket(podman_users(config)):
         if not action.source.startswith("$.passwd"):
             action.source = where
         b.actions.append(action)
@@ -456,7 +452,7 @@ _KARGS_SHOWN = 8  # kernel arguments named in the one note per list
 _NO_KARGS = "Linux kernel command line: FreeBSD takes its tunables from loader.conf (the image sets them)"
 
 
-def _plan_unsupported(b: _Builder, config: Any) -> None:
+def _plan_unsupported(b: _Builder, config: Config) -> None:
     """Sections podman never sends and FreeBSD cannot act on: reported, never fatal."""
     st = config.storage
     for i, d in enumerate(st.disks):
@@ -478,7 +474,7 @@ def _plan_unsupported(b: _Builder, config: Any) -> None:
             b.actions.append(Note(subject, _NO_KARGS, f"$.kernelArguments.{key}"))
 
 
-def build_plan(config: Any, options: PlanOptions | None = None, *, units: bool = True) -> list[Action]:
+def build_plan(config: Config, options: PlanOptions | None = None, *, units: bool = True) -> list[Action]:
     """The actions that make a FreeBSD root match ``config``; raises PlanError for bad input."""
     b = _Builder(options or PlanOptions())
     b.opts.config = config

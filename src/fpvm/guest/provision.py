@@ -1,13 +1,9 @@
 """Apply an Ignition config to a root: parse, plan, apply, report.
 
-``provision(root, data, ...)`` is the whole job for ``fpvm guest provision`` and for the boot step:
-
-1. parse + validate (``fpvm.ignition.parse``) and plan (``fpvm.guest.plan.build_plan``): any problem
-   means exit status 1 and *nothing* applied;
-2. apply each action; an action that fails is logged and the others still run (a half-provisioned VM
-   that podman can ssh into beats one that never sends Ready), and the status is 2;
-3. save the state (``/var/db/fpvm/state.json``), this run's report (``/var/db/fpvm/last-boot.json``)
-   and the log (``/var/log/fpvm.log``), all under the root.
+``provision(root, data, ...)`` is the whole job for ``fpvm guest provision`` and for the boot step. An
+invalid config (or plan) means exit status 1 and *nothing* applied; an action that fails is logged and
+the others still run (a half-provisioned VM that podman can ssh into beats one that never sends
+Ready), and the status is 2. The state, this run's report and the log are saved under the root.
 
 Durability: until a run has succeeded (no "provisioned" in the state), files are written atomically
 but not fsynced one by one; ``RootFS.sync_deferred`` makes all of them durable (one sync(2), then an
@@ -25,12 +21,16 @@ import json
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fpvm.fsutil import sha256_hex
 from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
 from fpvm.guest.runner import CommandError, Runner
-from fpvm.guest.safetext import MAX_SHOWN, printable
+from fpvm.safetext import MAX_SHOWN, printable
+
+if TYPE_CHECKING:
+    from fpvm.ignition.model import Config
+    from fpvm.ignition.resources import Budget
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -75,7 +75,7 @@ class Outcome:
         return "\n".join(lines)
 
 
-def load_config(data: bytes, budget: Any = None) -> tuple[Any, list[str]]:
+def load_config(data: bytes, budget: Budget | None = None) -> tuple[Config | None, list[str]]:
     """(config, []) or (None, problems), after following ``ignition.config.replace``/``merge``.
 
     References are resolved here, before planning, because upstream Ignition applies the rendered
@@ -96,8 +96,7 @@ def load_config(data: bytes, budget: Any = None) -> tuple[Any, list[str]]:
             config = resolve(config, budget=budget)
         return config, []
     except IgnitionError as exc:
-        report = getattr(exc, "report", None)
-        errors = getattr(report, "errors", None)
+        errors = exc.report.errors
         if errors:
             return None, [f"{e.path}: {e.message}" for e in errors]
         return None, [str(exc)]
@@ -112,8 +111,8 @@ def provision(
     echo: TextIO | None = None,
     ready: bool = False,
     ctx: ApplyContext | None = None,
-    config: Any = None,
-    budget: Any = None,
+    config: Config | None = None,
+    budget: Budget | None = None,
 ) -> Outcome:
     """Provision ``root`` from the Ignition config bytes ``data``.
 

@@ -52,10 +52,12 @@ from typing import TYPE_CHECKING, Any
 from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import rcconf
 from fpvm.guest.actions import Action, Disposition
+from fpvm.safetext import bad_char
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
     from fpvm.guest.rootfs import RootFS
+    from fpvm.ignition.model import Config, Resource
 
 PROFILE_FILE = "/usr/local/etc/profile.d/fpvm-proxy.sh"
 PODMAN_SERVICE = "podman_service"
@@ -276,7 +278,7 @@ def parse_default_environment(text: str) -> dict[str, str]:
     return env
 
 
-def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> dict[str, str]:
+def cert_env_from_config(config: Config, read: Callable[[Resource], bytes | None]) -> dict[str, str]:
     """``SSL_CERT_FILE``/``SSL_CERT_DIR`` from podman 5.x's environment.d / system.conf.d files.
 
     Only these two names are taken (later files win); any other variable those files set is not
@@ -286,9 +288,8 @@ def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> di
     module, not the other way round.
     """
     env: dict[str, str] = {}
-    files = getattr(getattr(config, "storage", None), "files", None) or []
-    for file in files:
-        path = str(getattr(file, "path", ""))
+    for file in config.storage.files:
+        path = file.path
         parse = (
             parse_environment_d
             if path.startswith(ENVIRONMENT_D_DIR)
@@ -299,7 +300,7 @@ def cert_env_from_config(config: Any, read: Callable[[Any], bytes | None]) -> di
         if parse is None or not path.endswith(".conf"):
             continue
         try:
-            data = read(getattr(file, "contents", None))
+            data = read(file.contents)
         except ValueError:
             continue
         if data is None:
@@ -316,7 +317,7 @@ def saved_cert_env(root: RootFS) -> dict[str, str]:
     return cert_env_from_state(State.load(root).get(CERT_STATE_KEY))
 
 
-def cert_env_from_state(saved: Any) -> dict[str, str]:
+def cert_env_from_state(saved: object) -> dict[str, str]:
     """The saved ``cert_env`` value, reduced to string values of ``CERT_VARS`` (a hand-edited state
     file cannot add variables either)."""
     if not isinstance(saved, dict):
@@ -327,8 +328,6 @@ def cert_env_from_state(saved: Any) -> dict[str, str]:
 # -- what FreeBSD gets ------------------------------------------------------------------------------
 def unsafe_values(env: dict[str, str]) -> list[str]:
     """Names of the allowed variables whose value holds a control character (refused)."""
-    from fpvm.guest.accountdb import bad_char
-
     return [k for k in ALLOWED_VARS if k in env and bad_char(env[k]) is not None]
 
 
@@ -356,21 +355,16 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     return ordered, rejected
 
 
-def sh_single_quote(value: str) -> str:
-    """``value`` as one sh word in single quotes (``rcconf.sh_quote``: control characters refused)."""
-    return rcconf.sh_quote(value, single=True)
-
-
 def profile_text(env: dict[str, str]) -> bytes:
     """The ``profile.d`` script for login shells."""
     lines = ["# Proxy settings from the podman host, written by fpvm at boot. Do not edit."]
-    lines += [f"export {k}={sh_single_quote(v)}" for k, v in env.items()]
+    lines += [f"export {k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items()]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def service_env_value(env: dict[str, str]) -> str:
     """``podman_service_env``: words rc.subr ``eval``s into ``export -- K='v' ...``."""
-    return " ".join(f"{k}={sh_single_quote(v)}" for k, v in env.items())
+    return " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items())
 
 
 def apply_proxy_env(
@@ -451,25 +445,3 @@ class ProxyEnvAction(Action):
             ctx.log.info(self.describe())
         return changed
 
-
-__all__ = [
-    "ALLOWED_VARS",
-    "CERT_STATE_KEY",
-    "CERT_VARS",
-    "ENVIRONMENT_ENTRY",
-    "PROFILE_FILE",
-    "PROXY_VARS",
-    "EnvironmentEntryError",
-    "ProxyEnvAction",
-    "apply_proxy_env",
-    "cert_env_from_config",
-    "cert_env_from_state",
-    "decode_environment_entry",
-    "normalise",
-    "parse_default_environment",
-    "parse_environment",
-    "parse_environment_d",
-    "read_environment_d",
-    "saved_cert_env",
-    "unsafe_values",
-]

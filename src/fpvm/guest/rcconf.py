@@ -24,6 +24,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from fpvm.guest.actions import Action, Disposition
+from fpvm.safetext import bad_char
+from fpvm.safetext import lines as split_lines
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
@@ -46,8 +48,6 @@ def sh_quote(value: str, *, single: bool = False) -> str:
     Double quotes (rc.conf style) escape ``\\ " $ ` ``; ``single=True`` gives ``'...'`` with each
     ``'`` written as ``'\\''``. Values with control characters raise RcConfError (see the module doc).
     """
-    from fpvm.guest.accountdb import bad_char
-
     ch = bad_char(value)
     if ch is not None:
         raise RcConfError(f"values sourced by sh cannot contain control characters ({ch!r}): {value!r}")
@@ -60,17 +60,6 @@ def sh_quote(value: str, *, single: bool = False) -> str:
 def quote(value: str) -> str:
     """``value`` as an sh double-quoted word (what rc.subr reads back as exactly ``value``)."""
     return sh_quote(value)
-
-
-def split_lines(text: str, keepends: bool = False) -> list[str]:
-    """``text``'s lines as sh sees them: split at ``\n`` only (never ``str.splitlines``)."""
-    parts = text.split("\n")
-    last = parts.pop()
-    if keepends:
-        parts = [p + "\n" for p in parts]
-    if last:
-        parts.append(last)
-    return parts
 
 
 def unquote(text: str) -> str | None:
@@ -240,18 +229,3 @@ class RcConfSet(Action):
             ctx.log.info(f"rc.conf.d/{self.service} updated")
         return changed
 
-
-__all__ = [
-    "RC_CONF_D",
-    "RcConfError",
-    "RcConfSet",
-    "conf_path",
-    "parse",
-    "quote",
-    "read_values",
-    "set_values",
-    "sh_quote",
-    "split_lines",
-    "unquote",
-    "update_text",
-]

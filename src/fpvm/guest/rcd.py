@@ -1,24 +1,15 @@
 """Boot integration: the rc.d scripts and ``fpvm guest boot``, the step the ``fpvm`` script runs.
 
-Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/etc/rc.d``):
+Two rc.d scripts (text in ``fpvm/guest/files/rc.d/``, installed in ``/usr/local/etc/rc.d``): ``fpvm``
+runs ``fpvm guest boot`` on every boot (no ``KEYWORD: firstboot`` on purpose: rc would skip it on
+later boots, and mounts, API socket links and proxy settings are needed on every boot); ``fpvm_ready``
+starts ``fpvm guest ready`` in the background with daemon(8), so the wait for sshd and the API socket
+does not hold up the rest of the boot.
 
-* ``fpvm`` (PROVIDE fpvm; REQUIRE FILESYSTEMS NETWORKING ldconfig; BEFORE LOGIN sshd) runs
-  ``fpvm guest boot`` on every boot, with ``--firstboot`` while ``${firstboot_sentinel}`` exists.
-  It has no ``KEYWORD: firstboot`` on purpose: rc skips such scripts on later boots, and mounts, API
-  socket links and proxy settings are needed on every boot.
-* ``fpvm_ready`` (PROVIDE fpvm_ready; REQUIRE LOGIN sshd podman_service fpvm) starts
-  ``fpvm guest ready`` in the background with daemon(8), so the wait for sshd and the API socket does
-  not hold up the rest of the boot.
-
-``fpvm guest boot`` (``boot_main``):
-
-1. find the config and the environment entry (``fpvm.guest.configsource``: ``--config``, fw_cfg,
-   qemufwcfg mount; unsupported providers are reported);
-2. provision from the config (``fpvm.guest.provision``) on the first boot, or on any boot until one
-   has succeeded; on later boots a changed config is only logged (Ignition applies once);
-3. every boot: ``/run`` -> ``var/run``, the podman users' API socket links and group, the host's proxy
-   settings (with podman 5.x's ``SSL_CERT_FILE``/``SSL_CERT_DIR``, see ``fpvm.guest.proxy``), and
-   (after the first boot, whose plan already has them) the mount step.
+``fpvm guest boot`` provisions on the first boot, or on any boot until one has succeeded (on later
+boots a changed config is only logged: Ignition applies once), and on every boot makes the podman
+users' API socket links, applies the host's proxy settings and (after the first boot, whose plan has
+them) the mounts.
 """
 
 from __future__ import annotations
@@ -28,14 +19,15 @@ import re
 import sys
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from fpvm.guest.actions import Action, Disposition
-from fpvm.guest.safetext import MAX_SHOWN, printable
+from fpvm.guest.actions import Action
+from fpvm.safetext import MAX_SHOWN, printable
 
 if TYPE_CHECKING:
     from fpvm.guest.configsource import FwCfgDevice, Probe
     from fpvm.guest.context import ApplyContext
+    from fpvm.ignition.model import Config
 
 RC_D = "/usr/local/etc/rc.d"
 SCRIPTS: tuple[str, ...] = ("fpvm", "fpvm_ready")
@@ -76,35 +68,6 @@ def rcorder_header(text: str | bytes) -> dict[str, list[str]]:
     return out
 
 
-class RcScriptAction(Action):
-    """Install one rc.d script (0555 root:wheel, like the ports' rc scripts)."""
-
-    kind = "rc-script"
-
-    def __init__(self, name: str, source: str = "", disposition: Disposition = "apply") -> None:
-        super().__init__(source, disposition)
-        self.name = name
-        self.data = script_text(name)
-
-    def describe(self) -> str:
-        return f"install {RC_D}/{self.name}"
-
-    def fields(self) -> dict[str, Any]:
-        return {"path": f"{RC_D}/{self.name}"}
-
-    def apply(self, ctx: ApplyContext) -> bool:
-        return ctx.root.write(f"{RC_D}/{self.name}", self.data, 0o555, 0, 0)
-
-
-def install_actions() -> list[Action]:
-    """Install both scripts and enable them (for the image build)."""
-    from fpvm.guest.rcconf import RcConfSet
-
-    actions: list[Action] = [RcScriptAction(name) for name in SCRIPTS]
-    actions += [RcConfSet(service, values, disposition="apply") for service, values in RC_CONF.items()]
-    return actions
-
-
 # -- fpvm guest boot ----------------------------------------------------------------------------------
 def add_boot_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fpvm guest boot`` (guest-core's cli.py registers the parser)."""
@@ -126,12 +89,12 @@ def boot_main(args: argparse.Namespace) -> int:
     from fpvm.guest.configsource import default_fwcfg_opener
 
     return boot(
-        getattr(args, "root", "/") or "/",
-        firstboot=bool(getattr(args, "firstboot", False)),
-        config_file=getattr(args, "config", None),
-        record=getattr(args, "record", None),
-        qemufwcfg_mount=getattr(args, "qemufwcfg_mount", "/var/run/qemufwcfg"),
-        fwcfg_opener=None if getattr(args, "no_fwcfg", False) else default_fwcfg_opener,
+        args.root or "/",
+        firstboot=args.firstboot,
+        config_file=args.config,
+        record=args.record,
+        qemufwcfg_mount=args.qemufwcfg_mount,
+        fwcfg_opener=None if args.no_fwcfg else default_fwcfg_opener,
     )
 
 
@@ -147,20 +110,6 @@ def _apply_all(ctx: ApplyContext, actions: list[Action]) -> list[str]:
             ctx.log.error(f"{action.describe()}: {exc}")
             failed.append(f"{action.describe()}: {exc}")
     return failed
-
-
-class _Users:
-    """The podman users remembered from the config (for boots that get no config)."""
-
-    def __init__(self, users: list[tuple[str, int | None]]) -> None:
-        self.passwd = self
-        self.users = [_User(name, uid) for name, uid in users]
-
-
-class _User:
-    def __init__(self, name: str, uid: int | None) -> None:
-        self.name = name
-        self.uid = uid
 
 
 def boot(
@@ -196,7 +145,7 @@ def boot(
             log=ctx.log,
         )
         provisioned = ctx.state.get("provisioned") is not None
-        config: Any = None
+        config: Config | None = None
         if sources.config is not None:
             config, problems = load_config(sources.config, budget)
             if config is None:
@@ -225,14 +174,14 @@ def boot(
                 ctx.log.info("the config differs from the one provisioned; not re-applied (first boot only)")
 
         # Every boot.
+        # The podman users, from the config, else as remembered from it (a boot that gets no config).
         if config is not None:
-            users = [(n, u) for n, u, _ in apisocket.podman_users(config)]
-            ctx.state.set("podman_users", [[n, u] for n, u in users])
+            users = apisocket.podman_users(config)
+            ctx.state.set("podman_users", [[n, u] for n, u, _ in users])
         else:
-            users = [
-                (str(n), u if isinstance(u, int) else None) for n, u in ctx.state.get("podman_users", [])
-            ]
-        actions: list[Action] = apisocket.plan_api_socket(_Users(users))
+            saved = ctx.state.get("podman_users", [])
+            users = [(str(n), u if isinstance(u, int) else None, "") for n, u in saved]
+        actions: list[Action] = apisocket.plan_api_socket(users)
         env: dict[str, str] | None = None
         if sources.environment is not None:
             try:
@@ -273,16 +222,3 @@ def boot(
         except OSError as exc:
             print(f"fpvm: cannot write the log: {printable(str(exc), MAX_SHOWN)}", file=sys.stderr)
 
-
-__all__ = [
-    "RC_CONF",
-    "RC_D",
-    "SCRIPTS",
-    "RcScriptAction",
-    "add_boot_arguments",
-    "boot",
-    "boot_main",
-    "install_actions",
-    "rcorder_header",
-    "script_text",
-]

@@ -1,21 +1,6 @@
 """Tell podman the VM is ready: ``Ready\\n`` on the virtio-serial port ``org.fedoraproject.port.0``.
 
-``fpvm guest ready`` arguments (guest-core's cli.py registers the parser with ``add_arguments`` and
-calls ``ready_main(args)``):
-
-    --root DIR            target root (default /): where the API socket and the log are looked up
-    --port PATH           readiness port (default /dev/vtcon/org.fedoraproject.port.0)
-    --timeout S           give up waiting for sshd and the API socket after S seconds (default 300)
-    --interval S          poll interval (default 0.5)
-    --ssh-host HOST       where sshd is probed (default 127.0.0.1)
-    --ssh-port N          (default 22)
-    --api-socket PATH     guest path of podman's API socket; the default, ``auto``, waits for
-                          /var/run/podman/podman.sock only when podman_service_enable is YES
-    --no-api-socket       do not wait for the API socket (podman's API service is not enabled)
-
-``fpvm guest boot`` (run by rc.d/fpvm) takes its options from ``fpvm.guest.rcd.add_boot_arguments`` and
-its handler is ``fpvm.guest.rcd.boot_main(args)``: ``--root DIR``, ``--firstboot``, ``--config FILE``,
-``--record FILE``, ``--qemufwcfg-mount DIR``, ``--no-fwcfg``.
+``fpvm guest ready``: options in ``add_arguments``, handler ``ready_main``.
 
 Why wait: podman 4.3 runs its ssh mount commands the moment it reads Ready, 5.x gives ssh about 15 s,
 and gvproxy gives up forwarding the API socket after about a minute of failed logins. So Ready goes out
@@ -42,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fpvm.contract import API_SOCKET
+from fpvm.contract import API_SOCKET as API_SOCKET  # re-exported with READY_PORT
 from fpvm.contract import READY_DEVICE as READY_PORT
 
 if TYPE_CHECKING:
+    from fpvm.guest.context import Log
     from fpvm.guest.rootfs import RootFS
 
 READY_MESSAGE = b"Ready\n"
@@ -215,7 +201,7 @@ def signal_ready(
     ssh_port: int = 22,
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = DEFAULT_INTERVAL,
-    log: object = None,
+    log: Log | None = None,
 ) -> int:
     """Wait for sshd and the API socket, then write Ready; the exit status for ``fpvm guest ready``.
 
@@ -224,13 +210,8 @@ def signal_ready(
     0: sent after both conditions held, or the port is absent (logged); 1: the deadline passed (Ready
     sent anyway) or the port could not be written.
     """
-
-    def info(msg: str) -> None:
-        getattr(log, "info", _stderr)(msg)
-
-    def warn(msg: str) -> None:
-        getattr(log, "warn", _stderr)(msg)
-
+    info = log.info if log is not None else _stderr
+    warn = log.warn if log is not None else _stderr
     from fpvm.guest.rootfs import RootFS
 
     api_socket = resolve_api_socket(RootFS(root), api_socket)
@@ -277,20 +258,17 @@ def ready_main(args: argparse.Namespace) -> int:
     from fpvm.guest.context import Log
     from fpvm.guest.rootfs import RootFS
 
-    root = RootFS(getattr(args, "root", "/") or "/")
+    root = RootFS(args.root or "/")
     log = Log(echo=sys.stderr)
-    api: str | None = None
-    if not getattr(args, "no_api_socket", False):
-        api = getattr(args, "api_socket", AUTO) or AUTO
     try:
         return signal_ready(
-            port=getattr(args, "port", READY_PORT) or READY_PORT,
-            api_socket=api,
+            port=args.port or READY_PORT,
+            api_socket=None if args.no_api_socket else args.api_socket or AUTO,
             root=str(root.root),
-            ssh_host=getattr(args, "ssh_host", "127.0.0.1"),
-            ssh_port=int(getattr(args, "ssh_port", 22)),
-            timeout=float(getattr(args, "timeout", DEFAULT_TIMEOUT)),
-            interval=float(getattr(args, "interval", DEFAULT_INTERVAL)),
+            ssh_host=args.ssh_host,
+            ssh_port=args.ssh_port,
+            timeout=args.timeout,
+            interval=args.interval,
             log=log,
         )
     finally:
@@ -299,18 +277,3 @@ def ready_main(args: argparse.Namespace) -> int:
         except OSError as exc:
             _stderr(f"cannot write the log under {root.root}: {exc}")
 
-
-__all__ = [
-    "API_SOCKET",
-    "AUTO",
-    "READY_MESSAGE",
-    "READY_PORT",
-    "add_arguments",
-    "api_service_enabled",
-    "ready_main",
-    "resolve_api_socket",
-    "signal_ready",
-    "sshd_answers",
-    "wait_until_ready",
-    "write_ready",
-]

@@ -278,7 +278,7 @@ class RootFS:
         self._clean_temps(os.path.dirname(host))
         st = _lstat(host)
         if st is not None and stat.S_ISREG(st.st_mode):
-            same = st.st_size == len(data) and _read(host) == data
+            same = st.st_size == len(data) and read_regular(host) == data
             if same:
                 return self.set_attrs(guest_path, mode, uid, gid)
         if st is not None and stat.S_ISDIR(st.st_mode):
@@ -309,7 +309,7 @@ class RootFS:
         st = _lstat(host)
         if st is None or not stat.S_ISREG(st.st_mode):
             return None
-        return _read(host)
+        return read_regular(host)
 
     def set_attrs(self, guest_path: str, mode: int | None, uid: int | None, gid: int | None) -> bool:
         """chown/chmod an existing node (not through a final symlink); True when anything changed.
@@ -416,10 +416,6 @@ def _lstat(host: str | Path) -> os.stat_result | None:
         return os.lstat(host)
     except FileNotFoundError:
         return None
-
-
-def _read(host: str | Path) -> bytes:
-    return read_regular(host)
 
 
 def _check_links(

@@ -47,10 +47,6 @@ class Runner:
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
         raise NotImplementedError
 
-    def available(self, name: str) -> bool:
-        """Whether a command can be run (a recording runner can "run" anything)."""
-        return True
-
 
 class SubprocessRunner(Runner):
     """Run commands for real; a failing command raises CommandError when ``check``."""
@@ -70,11 +66,6 @@ class SubprocessRunner(Runner):
         if check and not result.ok:
             raise CommandError(argv, result)
         return result
-
-    def available(self, name: str) -> bool:
-        import shutil
-
-        return shutil.which(name) is not None
 
 
 class RecordingRunner(Runner):

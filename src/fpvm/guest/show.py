@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fpvm.guest.actions import Action
-from fpvm.guest.safetext import printable
+from fpvm.safetext import printable
+
+if TYPE_CHECKING:
+    from fpvm.ignition.model import Config, File
 
 _ITEM = re.compile(r"^(\$\.[A-Za-z]+\.[A-Za-z]+(?:\[\d+\])?)")
 _RANK = {"translate": 2, "apply": 1, "ignore": 0}
@@ -36,7 +39,7 @@ class _Unreadable(Exception):
     """The config file could not be read; the message is the one line to print."""
 
 
-def _read(path: str) -> tuple[Any, list[str]]:
+def _read(path: str) -> tuple[Config | None, list[str]]:
     """Load the config at ``path`` (``-``: standard input) -> (config or None, problems)."""
     try:
         if path == "-":
@@ -51,7 +54,7 @@ def _read(path: str) -> tuple[Any, list[str]]:
     return load_config(data)
 
 
-def _plan(config: Any, root: str | None, fetch_remote: bool) -> tuple[list[Action] | None, list[str]]:
+def _plan(config: Config, root: str | None, fetch_remote: bool) -> tuple[list[Action] | None, list[str]]:
     from fpvm.guest.plan import PlanError, PlanOptions, build_plan
     from fpvm.guest.rootfs import RootFS
 
@@ -92,7 +95,7 @@ def _disposition(actions: list[Action]) -> str:
     return max((a.disposition for a in actions), key=lambda d: _RANK[d])
 
 
-def _decoded_size(file: Any) -> str:
+def _decoded_size(file: File) -> str:
     from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
 
     source = file.contents.source
@@ -112,7 +115,7 @@ def _reason(action: Action) -> str:
     return action.describe() if action.kind == "rcconf" else action.note
 
 
-def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]]]:
+def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, Any]]]:
     """Users, files, directories, links, units, devices and kernel arguments, each with its disposition."""
     from fpvm.guest.systemd import classify_unit
 
@@ -182,14 +185,13 @@ def summary(config: Any, actions: list[Action]) -> dict[str, list[dict[str, Any]
         where = f"$.systemd.units[{i}]"
         out["units"].append(entry(where, classify_unit(unit, where), name=unit.name, state=state))
     st = config.storage
-    for section, things in (
-        ("disks", st.disks),
-        ("raid", st.raid),
-        ("filesystems", st.filesystems),
-        ("luks", st.luks),
+    for section, names in (
+        ("disks", [d.device for d in st.disks]),
+        ("raid", [r.name for r in st.raid]),
+        ("filesystems", [f.device for f in st.filesystems]),
+        ("luks", [lk.name for lk in st.luks]),
     ):
-        for i, thing in enumerate(things):
-            name = thing.name if section in ("raid", "luks") else thing.device
+        for i, name in enumerate(names):
             out["devices"].append(entry(f"$.storage.{section}[{i}]", path=f"{section}: {name}"))
     kargs = config.kernel_arguments
     for key, values in (("shouldExist", kargs.should_exist), ("shouldNotExist", kargs.should_not_exist)):
@@ -230,8 +232,8 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def main(path: str, as_json: bool) -> int:
-    """``fpvm ignition show FILE [--json]``; FILE ``-`` is standard input."""
+def _load(path: str, root: str | None, fetch_remote: bool) -> tuple[Config, list[Action]] | int:
+    """The config at ``path`` and its plan, or the exit status after the message (unreadable, invalid)."""
     try:
         config, problems = _read(path)
     except _Unreadable as exc:
@@ -239,10 +241,16 @@ def main(path: str, as_json: bool) -> int:
         return EXIT_UNREADABLE
     if config is None:
         return _invalid(path, problems)
-    actions, problems = _plan(config, None, fetch_remote=False)
-    if actions is None:
-        return _invalid(path, problems)
-    info = summary(config, actions)
+    actions, problems = _plan(config, root, fetch_remote)
+    return (config, actions) if actions is not None else _invalid(path, problems)
+
+
+def main(path: str, as_json: bool) -> int:
+    """``fpvm ignition show FILE [--json]``; FILE ``-`` is standard input."""
+    loaded = _load(path, None, fetch_remote=False)
+    if isinstance(loaded, int):
+        return loaded
+    info = summary(*loaded)
     if as_json:
         print(json.dumps(info, indent=2))
     else:
@@ -252,16 +260,10 @@ def main(path: str, as_json: bool) -> int:
 
 def plan_main(config_path: str, root: str | None, as_json: bool) -> int:
     """``fpvm guest plan --config FILE [--root DIR] [--json]``."""
-    try:
-        config, problems = _read(config_path)
-    except _Unreadable as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNREADABLE
-    if config is None:
-        return _invalid(config_path, problems)
-    actions, problems = _plan(config, root, fetch_remote=True)
-    if actions is None:
-        return _invalid(config_path, problems)
+    loaded = _load(config_path, root, fetch_remote=True)
+    if isinstance(loaded, int):
+        return loaded
+    actions = loaded[1]
     if as_json:
         print(json.dumps([a.to_json() for a in actions], indent=2))
         return 0

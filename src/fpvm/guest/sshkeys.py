@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fpvm.guest.accountdb import bad_char, lines
 from fpvm.guest.actions import Action
+from fpvm.safetext import bad_char, lines
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext

@@ -4,27 +4,21 @@ Everything under ``systemd.units`` is Linux-only. Each unit podman sends has eit
 (an rc service, a step of the agent) or none; the table below says which, so that ``fpvm guest plan``
 and ``fpvm ignition show`` print the same classification. A unit nobody knows is reported and
 skipped: never fatal, the VM must still boot and send Ready.
-
-* ``podman.socket``, ``podman.service``: ``podman_service_enable`` in
-  ``/etc/rc.conf.d/podman_service`` (the port's API service, socket ``/var/run/podman/podman.sock``);
-* ``ready.service``: the ``fpvm_ready`` rc script writes ``Ready`` to the virtio-serial port;
-* ``envset-fwcfg.service``: the agent applies ``opt/com.coreos/environment`` at every boot
-  (``fpvm.guest.proxy``);
-* ``*.mount``: the mount step (``fpvm.guest.mounts``) mounts it at every boot with ``mount -t p9fs``;
-* ``docker.*``, ``remove-moby``, ``zincati``, linger, ``immutable-root-*``: nothing to do (a note);
-* anything else: reported and skipped.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fpvm.contract import FWCFG_ENVIRONMENT
 from fpvm.contract import READY_DEVICE as READY_PORT
 from fpvm.guest.actions import Action, Disposition, Note
 from fpvm.guest.rcconf import RcConfSet
+
+if TYPE_CHECKING:
+    from fpvm.ignition.model import Config, Unit
 
 PODMAN_SERVICE = "podman_service"
 
@@ -97,22 +91,18 @@ def rule_for(name: str) -> UnitRule:
     return UNKNOWN
 
 
-def classify_unit(unit: Any, where: str = "") -> tuple[Disposition, str]:
+def classify_unit(unit: Unit, where: str = "") -> tuple[Disposition, str]:
     """(disposition, explanation) of one ``systemd.units[]`` entry, for ``show`` and ``plan``.
 
     Takes the unit's ``name``, ``enabled``, ``mask`` and ``contents`` into account: a disabled or
     masked podman unit means the service stays off, a vsock ready unit cannot be honoured, and a
     ``*.mount`` unit gets the mount step's own verdict (``fpvm.guest.mounts.unit_request``).
     """
-    name = str(getattr(unit, "name", ""))
-    rule = rule_for(name)
-    contents = str(getattr(unit, "contents", None) or "")
-    enabled = getattr(unit, "enabled", None)
-    mask = getattr(unit, "mask", None)
+    rule = rule_for(unit.name)
     if rule.pattern in ("podman.socket", "podman.service"):
-        if mask or enabled is False:
+        if unit.mask or unit.enabled is False:
             return "translate", "podman API service disabled: podman_service_enable=NO"
-        if enabled is None:
+        if unit.enabled is None:
             return "ignore", "podman unit neither enabled nor disabled: nothing to do"
     if rule.pattern == "*.mount":
         from fpvm.guest.mounts import unit_request
@@ -120,7 +110,7 @@ def classify_unit(unit: Any, where: str = "") -> tuple[Disposition, str]:
         req, why = unit_request(unit, where or "unit")
         if req is None:
             return "ignore", why
-    if rule.pattern == "ready.service" and "VSOCK-CONNECT" in contents:
+    if rule.pattern == "ready.service" and "VSOCK-CONNECT" in (unit.contents or ""):
         return (
             "ignore",
             "readiness over vsock (applehv/libkrun/hyperv) cannot be sent: FreeBSD has no virtio-vsock "
@@ -129,7 +119,7 @@ def classify_unit(unit: Any, where: str = "") -> tuple[Disposition, str]:
     return rule.disposition, rule.meaning
 
 
-def plan_units(config: Any, *, environment: dict[str, str] | None = None) -> list[Action]:
+def plan_units(config: Config, *, environment: dict[str, str] | None = None) -> list[Action]:
     """Actions for ``systemd.units`` of ``config`` (first boot), by the table above.
 
     ``environment`` is the decoded ``opt/com.coreos/environment`` entry when the caller has one; it is
@@ -137,23 +127,20 @@ def plan_units(config: Any, *, environment: dict[str, str] | None = None) -> lis
     on every boot, since podman passes it on every start).
     """
     actions: list[Action] = []
-    units = getattr(getattr(config, "systemd", None), "units", None) or []
     podman_enable: str | None = None
     podman_source = ""
-    for i, unit in enumerate(units):
-        name = str(getattr(unit, "name", ""))
+    for i, unit in enumerate(config.systemd.units):
+        name = unit.name
         where = f"$.systemd.units[{i}]"
         disposition, note = classify_unit(unit, where)
-        rule = rule_for(name)
-        dropins = getattr(unit, "dropins", None) or []
-        if rule.pattern in ("podman.socket", "podman.service") and disposition == "translate":
-            off = getattr(unit, "mask", None) or getattr(unit, "enabled", None) is False
+        if rule_for(name).pattern in ("podman.socket", "podman.service") and disposition == "translate":
+            off = unit.mask or unit.enabled is False
             # Any enabled podman unit turns the service on; it is off only if none is enabled.
             if podman_enable != "YES":
                 podman_enable, podman_source = ("NO" if off else "YES"), where
             continue
         actions.append(Note(name or "(unnamed unit)", note, where, disposition))
-        if dropins:
+        if unit.dropins:
             actions.append(
                 Note(f"{name} drop-ins", "systemd drop-ins have no FreeBSD meaning; skipped", where)
             )
@@ -173,5 +160,3 @@ def plan_units(config: Any, *, environment: dict[str, str] | None = None) -> lis
         actions.append(ProxyEnvAction(environment, source=f"fw_cfg {FWCFG_ENVIRONMENT}"))
     return actions
 
-
-__all__ = ["READY_PORT", "UNIT_TABLE", "UnitRule", "classify_unit", "plan_units", "rule_for"]

@@ -486,12 +486,12 @@ def plan_write(root: Path, items: Iterable[Entry]) -> _Planner:
     """Check every entry against the tree under ``root`` before anything is written.
 
     Preconditions: ``root`` is not the running system's own root (unless inside the fpvm VM, see
-    fpvm.guest.hostroot); every parent is a directory or can be created (no symbolic link, file or
+    fpvm.hostroot); every parent is a directory or can be created (no symbolic link, file or
     other node in the way, no directory the overlay also writes as a file); no file or link would
     replace a directory, a link would not replace a file, nothing but a regular file or a symbolic
     link is replaced; every directory that gets a new name is writable; each path appears once.
     """
-    from fpvm.guest.hostroot import HostRootError, refuse_system_root
+    from fpvm.hostroot import HostRootError, refuse_system_root
 
     try:
         refuse_system_root(root)

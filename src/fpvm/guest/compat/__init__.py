@@ -9,7 +9,7 @@ is a thin launcher (``launchers()``) into ``fpvm guest shim NAME ARGS...``, whic
 commands are appended to FILE as JSON lines ``{"argv": [...]}`` instead of being run; ``--root``
 (default ``/``) is where files (proxy environment, tmpfiles links, the log) are read and written;
 ``/`` (or anything that is the running system's root) is refused unless this is the fpvm VM itself
-(``fpvm.guest.hostroot``), so a shim run by hand on a host never writes the host's files.
+(``fpvm.hostroot``), so a shim run by hand on a host never writes the host's files.
 Standard library only; each command's module is imported only when it is run.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from fpvm.guest.compat.base import Shim, run_guarded
 from fpvm.guest.compat.launchers import FPVM, LAUNCHER_DIR, launchers
-from fpvm.guest.hostroot import HostRootError, refuse_system_root
+from fpvm.hostroot import HostRootError, refuse_system_root
 
 # command name -> module under fpvm.guest.compat with ``run(shim, args) -> int``
 COMMANDS: dict[str, str] = {
@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
     if rest[:1] and rest[0] in HELP:
         return _help([name.rsplit("/", 1)[-1], "--help"])
     try:
-        refuse_system_root(root)  # `/` only inside the fpvm VM (fpvm.guest.hostroot)
+        refuse_system_root(root)  # `/` only inside the fpvm VM (fpvm.hostroot)
     except HostRootError as exc:
         print(f"fpvm guest shim: error: {exc}", file=sys.stderr)
         return 1

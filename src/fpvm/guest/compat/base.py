@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fpvm.fsutil import append_regular
 from fpvm.guest.rootfs import RootFS
 from fpvm.guest.runner import RecordingRunner, Result, Runner, SubprocessRunner
-from fpvm.guest.safetext import MAX_SHOWN, printable
+from fpvm.safetext import MAX_SHOWN, printable
 
 TYPE_CHECKING = False  # not typing's: a shim does not need typing at run time (mypy knows the name)
 if TYPE_CHECKING:

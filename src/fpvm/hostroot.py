@@ -15,7 +15,8 @@ installs that script, and a system that has it already lets fpvm write its root 
 "The system's own root" is decided after resolution, so ``/``, ``//``, ``/./``, ``/tmp/..``, a
 symlink to ``/`` and a bind mount of ``/`` (same device and inode) are all the root.
 
-Standard library only (the guest imports it at boot; the image area imports it too, never the reverse).
+A ground-floor module beside fsutil, not the guest's: ``fpvm image overlay`` and the guest's commands
+both call it. Standard library only (the guest imports it at boot).
 """
 
 from __future__ import annotations

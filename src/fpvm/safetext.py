@@ -1,4 +1,8 @@
-"""One escaping function for every line the agent prints or logs. Standard library only.
+"""Untrusted text: one escaping function for every line the agent prints or logs, and the one rule for
+what may not appear in a line of a file that others read line by line. Standard library only.
+
+A ground-floor module beside fsutil: none of this is guest-specific, and any area that prints or
+writes what a config or a guest wrote should use these functions.
 
 Paths, user names and other strings in a config are the config author's, and the boot step echoes
 the agent's lines to the console: a raw ESC[2J clears it, a raw newline forges a second line. Every
@@ -37,4 +41,30 @@ def printable(text: str, limit: int = 0) -> str:
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
-__all__ = ["MAX_SHOWN", "printable"]
+
+def bad_char(value: str) -> str | None:
+    """The first character that may not appear in an account field, key line or sh-sourced value, or None.
+
+    Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: all of them are
+    line breaks for some reader (Python's ``splitlines``, sshd, editors) or invisible in a log.
+    """
+    for ch in value:
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o < 0xA0 or ch in "\u2028\u2029":
+            return ch
+    return None
+
+
+def lines(text: str, keepends: bool = False) -> list[str]:
+    """``text``'s lines, split at ``\\n`` only (a final newline ends the last line).
+
+    Never ``str.splitlines``: it also splits at ``\\v``, ``\\f``, ``\\x1c``-``\\x1e``, ``\\x85``, U+2028
+    and U+2029, so a value holding one of those would become two lines when the file is read back.
+    """
+    parts = text.split("\n")
+    last = parts.pop()
+    if keepends:
+        parts = [p + "\n" for p in parts]
+    if last:
+        parts.append(last)
+    return parts
