@@ -15,7 +15,7 @@ from fpvm.guest.context import make_context
 from fpvm.guest.proxy import ProxyEnvAction
 from fpvm.guest.rcconf import RcConfSet
 from fpvm.guest.systemd import classify_unit, plan_units, rule_for
-from podman_fixtures import podman_ignition_configs
+from fpvm_support import podman_ignition_configs
 
 
 def snake(name: str) -> str:
