@@ -1,5 +1,6 @@
-"""Fixtures every area's tests share. Constants live in importable helper modules (podman_fixtures.py):
-several folders have a conftest.py of their own, so ``from conftest import`` would pick the wrong one."""
+"""Fixtures every area's tests share. Constants and functions live in importable helper modules
+(fpvm_support.py, fpvm_runner.py): several folders have a conftest.py of their own, so a test never
+imports from a conftest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from podman_fixtures import FIXTURES
+from fpvm_support import FIXTURES
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from fpvm import arch, cli, fsutil
+from fpvm_runner import fpvm_main, run_fpvm
 
 
 def test_version_and_help() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "fpvm", "--version"], capture_output=True, text=True, check=True
-    )
+    out = run_fpvm("--version", check=True)
     assert out.stdout.startswith("fpvm ")
 
 
@@ -148,15 +147,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str]:
-    try:
-        status = cli.main(argv)
-    except SystemExit as exc:  # argparse's usage errors
-        status = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return status, out + err
-
-
 @pytest.mark.parametrize("kind", BAD_KINDS)
 @pytest.mark.parametrize("command", list(_commands(Path("/nonexistent-base"))))
 def test_bad_input_file_gives_a_message_not_a_traceback(isolated: Path, command: str, kind: str) -> None:
@@ -164,9 +154,7 @@ def test_bad_input_file_gives_a_message_not_a_traceback(isolated: Path, command:
     path = _bad_input(isolated, kind)
     (isolated / "root").mkdir()
     argv = _commands(isolated)[command](str(path))
-    res = subprocess.run(
-        [sys.executable, "-m", "fpvm", *argv], capture_output=True, text=True, timeout=120, check=False
-    )
+    res = run_fpvm(*argv, timeout=120)
     output = res.stdout + res.stderr
     assert res.returncode != 0, output
     assert "Traceback" not in output and "internal error" not in output, output
@@ -212,7 +200,8 @@ def test_unreadable_file() -> None:
     ],
 )
 def test_bad_arch(isolated: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    status, output = _run(capsys, argv)
+    ran = fpvm_main(*argv)
+    status, output = ran.status, ran.out + ran.err
     assert status == 2
     assert "Traceback" not in output
     assert (
@@ -246,21 +235,24 @@ def test_shim_record_file_that_cannot_be_written(
         "restart",
         "podman",
     ]
-    status, output = _run(capsys, argv)
+    ran = fpvm_main(*argv)
+    status, output = ran.status, ran.out + ran.err
     assert status == 1 and "Traceback" not in output
     assert f"{record}: " in output.strip().split("\n")[-1]  # one line naming the file
 
 
 def test_image_overlay_into_a_file(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = _bad_input(isolated, "garbage")
-    status, output = _run(capsys, ["image", "overlay", str(target), "--arch", "amd64"])
+    ran = fpvm_main("image", "overlay", str(target), "--arch", "amd64")
+    status, output = ran.status, ran.out + ran.err
     assert status != 0 and "Traceback" not in output and target.name in output
 
 
 def test_not_a_disk_image_points_to_fpvm_build(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, output = _run(
-        capsys, ["machine", "init", "m", "--image", str(_bad_input(isolated, "garbage")), "--arch", "amd64"]
+    ran = fpvm_main(
+        "machine", "init", "m", "--image", str(_bad_input(isolated, "garbage")), "--arch", "amd64"
     )
+    status, output = ran.status, ran.out + ran.err
     assert status == 1
     assert "is not a disk image" in output and "`fpvm build`" in output
     assert "fpvm-RELEASE-amd64.raw.zst" in output and "never becomes Ready" in output

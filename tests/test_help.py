@@ -7,13 +7,12 @@ A new subcommand is covered without touching this file. Commands that pass their
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from fpvm import cli
+from fpvm_runner import run_fpvm
 
 
 def _children(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -117,9 +116,7 @@ def test_options_found() -> None:
     [["build", "--help"], ["guest", "shim", "--help"], ["guest", "shim", "systemctl", "--help"]],
 )
 def test_help_through_the_installed_command(argv: list[str]) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "fpvm", *argv], capture_output=True, text=True, timeout=60, check=False
-    )
+    res = run_fpvm(*argv, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage: fpvm ") and "'option_strings'" not in res.stdout
     assert res.stderr == ""
@@ -128,9 +125,7 @@ def test_help_through_the_installed_command(argv: list[str]) -> None:
 def test_shim_help_lists_every_shim() -> None:
     from fpvm.guest.compat import COMMANDS as SHIMS
 
-    res = subprocess.run(
-        [sys.executable, "-m", "fpvm", "guest", "shim", "-h"], capture_output=True, text=True, timeout=60
-    )
+    res = run_fpvm("guest", "shim", "-h", timeout=60)
     assert res.returncode == 0
     assert set(SHIMS) == {"mount", "chattr", "systemctl", "systemd-tmpfiles"}
     for shim in SHIMS:

@@ -14,13 +14,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-from compat_fakes import AnsweringRunner, sysctl_tags
+from compat_support import AnsweringRunner, sysctl_tags
 
 from fpvm.guest.compat.base import Shim
 from fpvm.guest.compat.mount import run
 from fpvm.guest.mounts import KLDLOAD_ARGV, SYSCTL_TAGS_ARGV
 from fpvm.guest.rootfs import RootFS
-from podman_fixtures import FIXTURES
+from fpvm_support import FIXTURES
 
 VOLUMES = json.loads((FIXTURES / "podman-5.8.2-qemu-capture" / "volumes.json").read_text())
 

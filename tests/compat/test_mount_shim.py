@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from compat_fakes import AnsweringRunner, sysctl_tags
+from compat_support import AnsweringRunner, sysctl_tags
 
 from fpvm.guest.compat import main
 from fpvm.guest.compat.base import Shim

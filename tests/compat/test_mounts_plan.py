@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compat_fakes import AnsweringRunner, sysctl_tags
+from compat_support import AnsweringRunner, sysctl_tags
 
 from fpvm.guest.context import make_context
 from fpvm.guest.mounts import (

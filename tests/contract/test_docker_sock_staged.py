@@ -21,7 +21,7 @@ import pytest
 
 from fpvm.guest.compat import launchers
 from fpvm.image import overlay
-from podman_fixtures import FIXTURES
+from fpvm_support import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).resolve().parent / "standins" / "forced_command.py"

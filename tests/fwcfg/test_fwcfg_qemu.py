@@ -24,7 +24,7 @@ from fpvm.fwcfg import (
     protocol,
 )
 from fpvm.fwcfg.protocol import RegisterDevice
-from podman_fixtures import podman_ignition_configs
+from fpvm_support import podman_ignition_configs
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import make_root, minimal, provision, snapshot, write_config
+from guest_support import make_root, minimal, provision, snapshot, write_config
 
 from fpvm.guest.plan import PlanOptions, UnreadableFile, build_plan
 from fpvm.ignition import parse

@@ -6,8 +6,9 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from fpvm_runner import run_fpvm
 
 
 def _data_url(doc: dict[str, object]) -> tuple[str, bytes]:
@@ -27,11 +28,8 @@ def _provision(tmp_path: Path, parent: dict[str, object]) -> subprocess.Complete
     root.mkdir(exist_ok=True)
     cfg = tmp_path / "parent.ign"
     cfg.write_text(json.dumps(parent))
-    return subprocess.run(
-        [sys.executable, "-m", "fpvm", "guest", "provision", "--root", str(root), "--config", str(cfg),
-         "--record", str(tmp_path / "cmds.jsonl"), "--no-ready"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    return run_fpvm("guest", "provision", "--root", str(root), "--config", str(cfg),
+                    "--record", str(tmp_path / "cmds.jsonl"), "--no-ready")  # fmt: skip
 
 
 def test_merged_child_files_are_provisioned(tmp_path: Path) -> None:
@@ -94,10 +92,7 @@ def test_sections_the_guest_cannot_apply_are_reported_not_dropped(tmp_path: Path
     }
     cfg = tmp_path / "devices.ign"
     cfg.write_text(json.dumps(config))
-    plan = subprocess.run(
-        [sys.executable, "-m", "fpvm", "guest", "plan", "--json", "--config", str(cfg)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    plan = run_fpvm("guest", "plan", "--json", "--config", str(cfg), check=True)
     sources = {a["source"]: a["disposition"] for a in json.loads(plan.stdout)}
     assert sources == {
         "$.storage.disks[0]": "ignore",
@@ -107,10 +102,7 @@ def test_sections_the_guest_cannot_apply_are_reported_not_dropped(tmp_path: Path
         "$.kernelArguments.shouldExist": "ignore",
         "$.kernelArguments.shouldNotExist": "ignore",
     }
-    show = subprocess.run(
-        [sys.executable, "-m", "fpvm", "ignition", "show", "--json", str(cfg)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    show = run_fpvm("ignition", "show", "--json", str(cfg), check=True)
     info = json.loads(show.stdout)
     assert [d["path"] for d in info["devices"]] == [
         "disks: /dev/vdb",

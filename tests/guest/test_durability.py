@@ -8,7 +8,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from guestcore_staging import make_root, minimal
+from guest_support import make_root, minimal
 
 from fpvm.guest.provision import provision
 

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from guestcore_staging import REPO, make_root, run_fpvm
+from guest_support import REPO, make_root
 
-from podman_fixtures import PODMAN_CAPTURE
+from fpvm_runner import run_fpvm
+from fpvm_support import PODMAN_CAPTURE
 
 
 def test_shim_gets_every_word_after_shim(tmp_path: Path) -> None:

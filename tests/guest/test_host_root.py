@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from guestcore_staging import REPO, make_root, minimal, snapshot, write_config
+from guest_support import REPO, make_root, minimal, snapshot, write_config
 
 from fpvm import hostroot
 from fpvm.cli import main
+from fpvm_runner import run_fpvm
 
 STAGED_CLI = (
     "import sys\n"
@@ -35,9 +36,8 @@ USER = {"name": "core", "uid": 501, "sshAuthorizedKeys": ["ssh-ed25519 AAAA k"]}
 def run_cli(system_root: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
     """``fpvm ARGS`` in a subprocess; with ``system_root`` the running system's root is that tree."""
     if system_root is None:
-        argv = [sys.executable, "-m", "fpvm", *args]
-    else:
-        argv = [sys.executable, "-c", STAGED_CLI, str(system_root), *args]
+        return run_fpvm(*args)
+    argv = [sys.executable, "-c", STAGED_CLI, str(system_root), *args]
     return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
 
 

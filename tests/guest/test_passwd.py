@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from guestcore_staging import make_root
-from pw_synopsis import check_pw_argv
+from guest_support import make_root
+from guest_synopsis import check_pw_argv
 
 from fpvm.guest.context import make_context
 from fpvm.guest.passwd import Accounts, UserAction, check_name, map_groups

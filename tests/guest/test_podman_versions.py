@@ -7,7 +7,7 @@ uid 501/1000/0, time zones, certificates, ``--playbook`` and ``--swap``; see ``p
 
 Expectations are read from each config's JSON here, by hand, not through the agent's mapping table.
 Real peers: Debian's ``visudo -cf`` for the sudoers file; the recorded ``pw`` argv against pw(8)'s
-SYNOPSIS (``pw_synopsis``).
+SYNOPSIS (``guest_synopsis``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import (
+from guest_support import (
     assert_links_applied,
     assert_second_run_changes_nothing,
     assert_sudoers_valid,
     provision_config,
     recorded,
-    run_fpvm,
 )
-from pw_synopsis import check_pw_argv
+from guest_synopsis import check_pw_argv
+
+from fpvm_runner import run_fpvm
 
 CONFIG_DIR = Path(__file__).resolve().parent / "podman-configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.ign"))

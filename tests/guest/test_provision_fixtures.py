@@ -18,22 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import (
-    GROUP,
-    MASTER_PASSWD,
+from guest_support import (
     assert_links_applied,
     assert_second_run_changes_nothing,
     assert_sudoers_valid,
     make_root,
-    passwd_from_master,
     provision,
     provision_config,
     recorded,
     snapshot,
 )
-from pw_synopsis import check_pw_argv
+from guest_synopsis import check_pw_argv
 
-from podman_fixtures import PODMAN_CAPTURE, podman_ignition_configs
+from fpvm_support import GROUP, MASTER_PASSWD, PODMAN_CAPTURE, passwd_from_master, podman_ignition_configs
 
 CONFIGS = podman_ignition_configs()
 IS_ROOT = os.geteuid() == 0

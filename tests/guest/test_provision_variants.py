@@ -10,8 +10,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from guestcore_staging import make_root, provision, recorded, snapshot, write_config
-from pw_synopsis import check_pw_argv
+from guest_support import make_root, provision, recorded, snapshot, write_config
+from guest_synopsis import check_pw_argv
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIY13ql7ogiegYHHFbAKgAnlG//v6FRNqeCt518RJC8p me@mac"
 

@@ -19,7 +19,7 @@ import pytest
 from fpvm.guest import rcd
 from fpvm.guest.configsource import Probe
 from fpvm.guest.runner import read_record
-from podman_fixtures import PODMAN_IGNITION
+from fpvm_support import PODMAN_IGNITION
 
 # rcorder(8) headers of the FreeBSD scripts around ours, copied from freebsd-src libexec/rc/rc.d/
 # (FILESYSTEMS, cleanvar, ldconfig, hostname, netif, NETWORKING, SERVERS, DAEMON, LOGIN, local, sshd)

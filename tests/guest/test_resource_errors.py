@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import REPO, make_root, minimal, run_fpvm, snapshot, write_config
+from guest_support import REPO, make_root, minimal, snapshot, write_config
 
 from fpvm.guest.mounts import MOUNTS_TABLE, MountError, plan_mounts
 from fpvm.guest.plan import PlanOptions, ResourceError, UnreadableFile, build_plan, resource_bytes
@@ -30,6 +30,7 @@ from fpvm.ignition import dataurl, parse
 from fpvm.ignition.dataurl import DataURLError
 from fpvm.ignition.model import Config, File, Resource, Storage, Verification
 from fpvm.ignition.resources import Budget
+from fpvm_runner import run_fpvm
 
 USER = {"name": "core", "uid": 501, "sshAuthorizedKeys": ["ssh-ed25519 AAAA k"]}
 TABLE = json.dumps({"mounts": [{"tag": "fpvm0", "target": "/Users/me/src"}]}).encode()

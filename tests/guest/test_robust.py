@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import REPO, make_root, minimal, run_fpvm, write_config
+from guest_support import REPO, make_root, minimal, write_config
 
 from fpvm.guest.plan import PlanOptions, build_plan
 from fpvm.guest.provision import provision
 from fpvm.ignition import parse
+from fpvm_runner import run_fpvm
 
 
 class Hung(BaseException):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import make_root, minimal, provision, write_config
+from guest_support import make_root, minimal, provision, write_config
 
 from fpvm.fsutil import atomic_write
 from fpvm.guest.plan import PlanOptions, build_plan

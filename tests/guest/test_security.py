@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from guestcore_staging import make_root
+from guest_support import make_root
+from guest_synopsis import check_pw_argv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pw_synopsis import check_pw_argv
 
 from fpvm.guest import proxy, rcconf
 from fpvm.guest.accountdb import AccountDB

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from guestcore_staging import make_root, minimal, provision, run_fpvm, write_config
+from guest_support import make_root, minimal, provision, write_config
 
 from fpvm.guest.show import LEGEND
-from podman_fixtures import PODMAN_CAPTURE, PODMAN_IGNITION
+from fpvm_runner import run_fpvm
+from fpvm_support import PODMAN_CAPTURE, PODMAN_IGNITION
 
 
 def test_show_readable_marks_each_item() -> None:
@@ -200,9 +199,7 @@ def test_show_explains_the_marks_once_and_gives_every_translate_a_reason(tmp_pat
 
 def test_show_reads_standard_input() -> None:
     data = (PODMAN_CAPTURE / "machine.ign").read_bytes()
-    res = subprocess.run(
-        [sys.executable, "-m", "fpvm", "ignition", "show", "-"], input=data, capture_output=True, check=False
-    )
+    res = run_fpvm("ignition", "show", "-", input=data, text=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.decode().startswith("-: what a FreeBSD guest does with it\n")
     assert "[translate] podman.socket (enabled)" in res.stdout.decode()

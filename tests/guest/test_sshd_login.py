@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from guestcore_staging import make_root, minimal, run_fpvm, write_config
+from guest_support import make_root, minimal, write_config
+
+from fpvm_runner import run_fpvm
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH = shutil.which("ssh")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guestcore_staging import make_root, minimal, provision, snapshot, write_config
+from guest_support import make_root, minimal, provision, snapshot, write_config
 
 from fpvm.guest.context import make_context
 from fpvm.guest.plan import PlanError, PlanOptions, build_plan

@@ -14,7 +14,7 @@ from fpvm.guest.rcconf import RcConfSet
 from fpvm.guest.systemd import classify_unit, plan_units, rule_for
 from fpvm.ignition import parse
 from fpvm.ignition.model import Config, Dropin, Systemd, Unit
-from podman_fixtures import podman_ignition_configs
+from fpvm_support import podman_ignition_configs
 
 
 def unit(name: str, **kw: Any) -> Unit:

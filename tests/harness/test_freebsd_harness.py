@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "freebsd"))
 
 from freebsd_target import Target, TargetError, from_environment, ssh_prefix, unavailable  # noqa: E402
-from loopback_sshd import LoopbackSshd, loopback_sshd  # noqa: E402
+from harness_sshd import LoopbackSshd, loopback_sshd  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from podman_fixtures import PODMAN_CAPTURE, podman_ignition_configs
+from fpvm_runner import run_fpvm
+from fpvm_support import PODMAN_CAPTURE, podman_ignition_configs
 
 GOOD = b'{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/a","mode":2541}]},"extra":1}'
 BAD = b'{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"a"}],"links":[{"path":"/l"}]}}'
-
-
-def fpvm(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fpvm", "ignition", "validate", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_valid_files_exit_0_with_a_verdict_each(tmp_path: Path) -> None:
     good = tmp_path / "good.ign"
     good.write_bytes(GOOD)
     configs = [str(p) for p in podman_ignition_configs()]
-    res = fpvm(str(good), *configs)
+    res = run_fpvm("ignition", "validate", str(good), *configs)
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
     lines = res.stdout.splitlines()
@@ -41,7 +30,7 @@ def test_invalid_file_exits_1_with_one_line_per_error(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.ign", tmp_path / "bad.ign"
     good.write_bytes(GOOD)
     bad.write_bytes(BAD)
-    res = fpvm(str(good), str(bad))
+    res = run_fpvm("ignition", "validate", str(good), str(bad))
     assert res.returncode == 1
     lines = res.stdout.splitlines()
     at = lines.index(f"{bad}: invalid (2 errors)")
@@ -55,19 +44,22 @@ def test_quiet_prints_nothing(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.ign", tmp_path / "bad.ign"
     good.write_bytes(GOOD)
     bad.write_bytes(BAD)
-    assert (fpvm("-q", str(good)).returncode, fpvm("-q", str(good)).stdout) == (0, "")
-    res = fpvm("--quiet", str(good), str(bad))
+    assert (
+        run_fpvm("ignition", "validate", "-q", str(good)).returncode,
+        run_fpvm("ignition", "validate", "-q", str(good)).stdout,
+    ) == (0, "")
+    res = run_fpvm("ignition", "validate", "--quiet", str(good), str(bad))
     assert (res.returncode, res.stdout, res.stderr) == (1, "", "")
-    res = fpvm("-q", str(tmp_path / "missing.ign"))
+    res = run_fpvm("ignition", "validate", "-q", str(tmp_path / "missing.ign"))
     assert (res.returncode, res.stdout, res.stderr) == (2, "", "")
-    assert fpvm("-q", "--json", str(good)).returncode == 2  # one or the other
+    assert run_fpvm("ignition", "validate", "-q", "--json", str(good)).returncode == 2  # one or the other
 
 
 def test_go_wording_comes_with_a_plain_hint(tmp_path: Path) -> None:
     """Upstream's message stays word for word (parity); the hint says it without Go types."""
     arr = tmp_path / "arr.ign"
     arr.write_bytes(b"[]")
-    res = fpvm(str(arr))
+    res = run_fpvm("ignition", "validate", str(arr))
     assert res.returncode == 1
     assert res.stdout.splitlines() == [
         f"{arr}: invalid (1 error)",
@@ -75,7 +67,7 @@ def test_go_wording_comes_with_a_plain_hint(tmp_path: Path) -> None:
         "    hint: the config must be a JSON object, not an array",
     ]
     field = b'{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":1,"overwrite":"yes"}]}}'
-    res = fpvm("--json", "-", stdin=field)
+    res = run_fpvm("ignition", "validate", "--json", "-", input=field)
     errors = json.loads(res.stdout)["errors"]
     assert errors == [
         {
@@ -96,13 +88,13 @@ def test_go_wording_comes_with_a_plain_hint(tmp_path: Path) -> None:
 def test_unreadable_file_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.ign"
     bad.write_bytes(BAD)
-    res = fpvm(str(bad), str(tmp_path / "missing.ign"))
+    res = run_fpvm("ignition", "validate", str(bad), str(tmp_path / "missing.ign"))
     assert res.returncode == 2
     assert f"{tmp_path / 'missing.ign'}: cannot read: No such file or directory" in res.stderr
 
 
 def test_usage_error_exits_2() -> None:
-    res = fpvm()
+    res = run_fpvm("ignition", "validate")
     assert res.returncode == 2
     assert "usage:" in res.stderr
 
@@ -111,7 +103,7 @@ def test_json_records_one_line_per_file(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.ign", tmp_path / "bad.ign"
     good.write_bytes(GOOD)
     bad.write_bytes(BAD)
-    res = fpvm("--json", str(good), str(bad))
+    res = run_fpvm("ignition", "validate", "--json", str(good), str(bad))
     assert res.returncode == 1
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["file"] for r in records] == [str(good), str(bad)]
@@ -123,7 +115,7 @@ def test_json_records_one_line_per_file(tmp_path: Path) -> None:
 
 
 def test_stdin_and_malformed_json() -> None:
-    res = fpvm("--json", "-", stdin=b'{"ignition": {"version": "3.2.0"}')
+    res = run_fpvm("ignition", "validate", "--json", "-", input=b'{"ignition": {"version": "3.2.0"}')
     assert res.returncode == 1
     record = json.loads(res.stdout)
     assert record["file"] == "-" and record["valid"] is False
@@ -134,7 +126,7 @@ def test_stdin_and_malformed_json() -> None:
 
 
 def test_capture_is_valid_as_json() -> None:
-    res = fpvm("--json", str(PODMAN_CAPTURE / "machine.ign"))
+    res = run_fpvm("ignition", "validate", "--json", str(PODMAN_CAPTURE / "machine.ign"))
     assert res.returncode == 0
     assert json.loads(res.stdout) == {
         "file": str(PODMAN_CAPTURE / "machine.ign"),

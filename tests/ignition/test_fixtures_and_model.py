@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fpvm.ignition import Config, IgnitionError, check, model, parse, parse_with_report
-from podman_fixtures import podman_ignition_configs
+from fpvm_support import podman_ignition_configs
 
 
 @pytest.mark.parametrize("path", podman_ignition_configs(), ids=lambda p: p.name)

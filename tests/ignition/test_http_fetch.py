@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _localhttp import LocalServer, Reply, Request, self_signed_cert, serve
+from ignition_http import LocalServer, Reply, Request, self_signed_cert, serve
 
 from fpvm.ignition import http as httpfetch
 from fpvm.ignition import model

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fpvm.ignition import IgnitionError, check, parse
 from fpvm.ignition.parse import INTERNAL
-from podman_fixtures import podman_ignition_configs
+from fpvm_support import podman_ignition_configs
 
 VERSIONS = ["3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0", "3.6.0", "3.7.0-experimental", "x", ""]
 KEYS = [

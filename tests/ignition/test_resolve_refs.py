@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from _localhttp import LocalServer, Reply, serve
+from ignition_http import LocalServer, Reply, serve
 
 from fpvm.ignition import parse
 from fpvm.ignition.dataurl import encode
@@ -233,7 +233,7 @@ def test_timeouts_of_a_merged_config_apply_before_it_is_rendered(server: LocalSe
 def test_certificate_authorities_of_the_config_are_trusted(tmp_path: Any) -> None:
     import ssl
 
-    from _localhttp import self_signed_cert
+    from ignition_http import self_signed_cert
 
     cert, key = self_signed_cert(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -246,7 +246,7 @@ def test_certificate_authorities_of_the_config_are_trusted(tmp_path: Any) -> Non
 
 
 def test_certificate_authorities_are_fetched_once(server: LocalServer, tmp_path: Any) -> None:
-    from _localhttp import self_signed_cert
+    from ignition_http import self_signed_cert
 
     cert, _key = self_signed_cert(tmp_path)
     pem = cert.read_bytes()

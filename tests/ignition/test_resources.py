@@ -1,6 +1,6 @@
 """The one resource layer: gzip as Go's multistream reader, the 64 MiB cap, the boot's fetch budget.
 
-Network cases run against a real HTTP server on 127.0.0.1 (``_localhttp``) or a closed loopback
+Network cases run against a real HTTP server on 127.0.0.1 (``ignition_http``) or a closed loopback
 port; time is asserted through the ``Budget`` object (attempts, fetches, seconds on an injected
 clock), never with wall-clock measurements.
 """
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from _localhttp import LocalServer, Reply, serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ignition_http import LocalServer, Reply, serve
 
 from fpvm.ignition import model
 from fpvm.ignition.http import FetchOptions

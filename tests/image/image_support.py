@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
-from collections.abc import Sequence
-from contextlib import redirect_stderr, redirect_stdout
 
 from fpvm.image import cli
 
@@ -28,14 +25,3 @@ def image_parser() -> argparse.ArgumentParser:
     cli.register(parser.add_subparsers(dest="command"))
     return parser
 
-
-def run_fpvm(argv: Sequence[str]) -> tuple[int, str, str]:
-    """Run ``fpvm <argv>`` in-process through the area's parser: (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            args = image_parser().parse_args(list(argv))
-            status = int(args.func(args))
-        except SystemExit as exc:
-            status = int(exc.code or 0)
-    return status, out.getvalue(), err.getvalue()

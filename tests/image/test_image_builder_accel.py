@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from image_support import run_fpvm
 from test_image_download import Mirror, mirror  # noqa: F401  (fixture)
 
 from fpvm import arch as archmod
 from fpvm.machine import qemu_host
+from fpvm_runner import fpvm_main
 
 STANDIN = Path(__file__).resolve().parents[1] / "contract" / "standins" / "qemu.py"
 HOST = archmod.host()
@@ -45,23 +45,21 @@ def builder_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Mirror)
 
 
 def _build(tmp_path: Path, mirror: Mirror, *args: str) -> tuple[int, str]:  # noqa: F811
-    status, _, stderr = run_fpvm(
-        [
-            "build",
-            "--method",
-            "builder-vm",
-            "--mirror",
-            mirror.url,
-            "--output-dir",
-            str(tmp_path / "out"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--wheel",
-            str(tmp_path / "fpvm-0.0.0-py3-none-any.whl"),
-            "--image-size",
-            "2g",
-            *args,
-        ]
+    status, _, stderr = fpvm_main(
+        "build",
+        "--method",
+        "builder-vm",
+        "--mirror",
+        mirror.url,
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--wheel",
+        str(tmp_path / "fpvm-0.0.0-py3-none-any.whl"),
+        "--image-size",
+        "2g",
+        *args,
     )
     return status, stderr
 

@@ -12,11 +12,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from image_support import run_fpvm
 
 from fpvm import arch as archmod
 from fpvm.image import builder_vm, download, recipe
 from fpvm.image.plan import BuildError
+from fpvm_runner import fpvm_main
 
 RELEASE = "15.1-RELEASE"
 
@@ -145,22 +145,20 @@ def test_build_with_bad_checksum_fails_cleanly(mirror: Mirror, tmp_path: Path) -
     host = archmod.host()
     mirror.publish(host, b"tampered", checksum="2" * 64)
     out = tmp_path / "out"
-    status, _, stderr = run_fpvm(
-        [
-            "build",
-            "--method",
-            "builder-vm",
-            "--arch",
-            "aarch64",
-            "--mirror",
-            mirror.url,
-            "--output-dir",
-            str(out),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--image-size",
-            "2g",
-        ]
+    status, _, stderr = fpvm_main(
+        "build",
+        "--method",
+        "builder-vm",
+        "--arch",
+        "aarch64",
+        "--mirror",
+        mirror.url,
+        "--output-dir",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--image-size",
+        "2g",
     )
     assert status == 1, stderr
     assert "fpvm build: error: checksum mismatch" in stderr

@@ -11,17 +11,17 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
-from oci_registry import LoopbackRegistry, loopback_registry
+from image_registry import LoopbackRegistry, loopback_registry
 
 from fpvm.machine import registry as reg
 from fpvm.machine.errors import MachineError
+from fpvm_runner import run_fpvm
 
 RELEASE = "15.1-RELEASE"
 
@@ -58,13 +58,8 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return out
 
 
-def _fpvm(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fpvm", *argv], capture_output=True, text=True, env=env,
-                          timeout=300)  # fmt: skip
-
-
 def _package(disks: dict[str, Any], layout: Path) -> subprocess.CompletedProcess[str]:
-    res = _fpvm("image", "package", str(layout), *map(str, disks["files"]))
+    res = run_fpvm("image", "package", str(layout), *map(str, disks["files"]))
     assert res.returncode == 0, res.stderr
     return res
 
@@ -144,8 +139,8 @@ def test_layout_is_valid_reproducible_and_what_podman_selects(disks: dict[str, A
 
 def test_oci_archive_is_reproducible(disks: dict[str, Any], tmp_path: Path) -> None:
     for name in ("one", "two"):
-        res = _fpvm("image", "package", str(tmp_path / f"{name}-layout"), *map(str, disks["files"]),
-                    "--archive", str(tmp_path / f"{name}.tar"))  # fmt: skip
+        res = run_fpvm("image", "package", str(tmp_path / f"{name}-layout"), *map(str, disks["files"]),
+                       "--archive", str(tmp_path / f"{name}.tar"))  # fmt: skip
         assert res.returncode == 0, res.stderr
     assert (tmp_path / "one.tar").read_bytes() == (tmp_path / "two.tar").read_bytes()
     raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{tmp_path / 'one.tar'}:15.1"],
@@ -156,12 +151,12 @@ def test_oci_archive_is_reproducible(disks: dict[str, Any], tmp_path: Path) -> N
 def test_package_refuses_what_podman_could_not_use(disks: dict[str, Any], tmp_path: Path) -> None:
     odd = tmp_path / "disk.img"
     odd.write_bytes(b"x")
-    res = _fpvm("image", "package", str(tmp_path / "l"), str(odd))
+    res = run_fpvm("image", "package", str(tmp_path / "l"), str(odd))
     assert res.returncode == 1 and "not an fpvm build output" in res.stderr and "Traceback" not in res.stderr
     twin = tmp_path / "fpvm-15.0-RELEASE-amd64.qcow2.zst"
     twin.write_bytes(disks["files"][0].read_bytes())
     qemu_amd64 = next(p for p in disks["files"] if p.name.endswith("amd64.qcow2.zst"))
-    res = _fpvm("image", "package", str(tmp_path / "l2"), str(qemu_amd64), str(twin))
+    res = run_fpvm("image", "package", str(tmp_path / "l2"), str(qemu_amd64), str(twin))
     assert res.returncode == 1 and "two qcow2 disks for amd64" in res.stderr
 
 
@@ -190,7 +185,7 @@ def pushed(
     layout = tmp_path_factory.mktemp("pushed") / "layout"
     _package(disks, layout)
     refs = [f"docker://{registry.host}/fpvm:{tag}" for tag in ("15.1", "5.8")]
-    res = _fpvm("image", "push", str(layout), *refs, "--tls-verify", "false")
+    res = run_fpvm("image", "push", str(layout), *refs, "--tls-verify", "false")
     assert res.returncode == 0, res.stderr
     assert f"pushed {registry.host}/fpvm:5.8" in res.stdout
     return layout
@@ -227,8 +222,8 @@ def test_machine_init_pulls_verifies_caches_and_unpacks(
     before = cached.stat()
     assert reg.fetch(ref, "aarch64", tls_verify=False, show_progress=False) == cached
     assert cached.stat().st_ino == before.st_ino and cached.stat().st_mtime_ns == before.st_mtime_ns
-    res = _fpvm("machine", "init", "vm", "--image", ref, "--tls-verify", "false", "--arch", "amd64",
-                "--disk-size", "1", env=private_home)  # fmt: skip
+    res = run_fpvm("machine", "init", "vm", "--image", ref, "--tls-verify", "false", "--arch", "amd64",
+                   "--disk-size", "1", env=private_home)  # fmt: skip
     assert res.returncode == 0, res.stderr
     disk = Path(private_home["XDG_DATA_HOME"]) / "fpvm" / "machines" / "vm" / "disk.img"
     raw = disks["raw"]["amd64"]
@@ -252,8 +247,8 @@ def test_a_tampered_blob_is_refused_and_leaves_nothing(
         with pytest.raises(MachineError, match="digest"):
             reg.fetch(f"docker://{registry.host}/fpvm:5.8", "amd64", tls_verify=False, show_progress=False)
         assert list(reg.cache_dir().iterdir()) == []
-        res = _fpvm("machine", "init", "vm", "--image", f"docker://{registry.host}/fpvm:5.8", "--tls-verify",
-                    "false", "--arch", "amd64", env=private_home)  # fmt: skip
+        res = run_fpvm("machine", "init", "vm", "--image", f"docker://{registry.host}/fpvm:5.8",
+                       "--tls-verify", "false", "--arch", "amd64", env=private_home)  # fmt: skip
         assert res.returncode == 1 and "digest" in res.stderr and "Traceback" not in res.stderr
         assert not (Path(private_home["XDG_DATA_HOME"]) / "fpvm" / "machines" / "vm").exists()
     finally:
@@ -266,9 +261,9 @@ def test_missing_arch_and_missing_tag_are_clear(
 ) -> None:
     layout = tmp_path / "only-qemu-amd64"
     only = next(p for p in disks["files"] if p.name.endswith("amd64.qcow2.zst"))
-    assert _fpvm("image", "package", str(layout), str(only)).returncode == 0
+    assert run_fpvm("image", "package", str(layout), str(only)).returncode == 0
     ref = f"docker://{registry.host}/only:15.1"
-    assert _fpvm("image", "push", str(layout), ref, "--tls-verify", "false").returncode == 0
+    assert run_fpvm("image", "push", str(layout), ref, "--tls-verify", "false").returncode == 0
     with pytest.raises(MachineError, match=r"no aarch64 disk for fpvm.*qemu/x86_64"):
         reg.fetch(ref, "aarch64", tls_verify=False, show_progress=False)
     assert reg.fetch(ref, "amd64", tls_verify=False, show_progress=False).name.endswith(".qcow2.zst")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from image_support import run_fpvm
 from test_image_download import Mirror, mirror  # noqa: F401  (fixture)
 
 from fpvm import arch as archmod
 from fpvm.image import build, outputs, recipe
 from fpvm.image.plan import run_steps
+from fpvm_runner import fpvm_main
 
 
 def _image(path: Path, size: int = 6 << 20) -> bytes:
@@ -120,28 +120,26 @@ def test_builder_vm_deadline_end_to_end(mirror: Mirror, tmp_path: Path, accel: s
     one message with the serial tail, no image left, the serial log kept, no QEMU left running."""
     mirror.publish(archmod.host(), bytes(1 << 20))
     out = tmp_path / "out"
-    status, _, stderr = run_fpvm(
-        [
-            "build",
-            "--method",
-            "builder-vm",
-            "--mirror",
-            mirror.url,
-            "--output-dir",
-            str(out),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--image-size",
-            "2g",
-            "--deadline",
-            "3",
-            "--memory",
-            "128",
-            "--cpus",
-            "1",
-            "--accel",
-            accel,
-        ]
+    status, _, stderr = fpvm_main(
+        "build",
+        "--method",
+        "builder-vm",
+        "--mirror",
+        mirror.url,
+        "--output-dir",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--image-size",
+        "2g",
+        "--deadline",
+        "3",
+        "--memory",
+        "128",
+        "--cpus",
+        "1",
+        "--accel",
+        accel,
     )
     assert status == 1
     assert "did not finish within 3 s (--deadline)" in stderr, stderr

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from image_support import FREEBSD_SSHD_CONFIG, run_fpvm
+from image_support import FREEBSD_SSHD_CONFIG
 
 from fpvm.image import overlay, recipe
+from fpvm_runner import fpvm_main
 
 RELEASE_15 = recipe.parse_release("15.1-RELEASE")
 RELEASE_14 = recipe.parse_release("14.3")
@@ -329,19 +330,19 @@ def test_root_key_login_gets_linux_compat_first_in_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", ["amd64", "aarch64"])
 def test_overlay_command_writes_exactly_the_tree(tmp_path: Path, arch: str) -> None:
     target = tmp_path / "tree"
-    status, stdout, stderr = run_fpvm(["image", "overlay", str(target), "--arch", arch])
+    status, stdout, stderr = fpvm_main("image", "overlay", str(target), "--arch", arch)
     assert status == 0, stderr
     expected = {e.path for e in overlay.entries(arch)}
     assert sorted(stdout.splitlines()) == sorted(expected)
     written = {"/" + str(p.relative_to(target)) for p in target.rglob("*") if p.is_file() or p.is_symlink()}
     assert written == expected
-    assert run_fpvm(["image", "overlay", str(target), "--arch", arch])[1] == ""  # nothing changes
+    assert fpvm_main("image", "overlay", str(target), "--arch", arch)[1] == ""  # nothing changes
 
 
 def test_overlay_command_arch_synonyms_and_errors(tmp_path: Path) -> None:
-    assert run_fpvm(["image", "overlay", str(tmp_path / "a"), "--arch", "arm64"])[0] == 0
+    assert fpvm_main("image", "overlay", str(tmp_path / "a"), "--arch", "arm64")[0] == 0
     assert (tmp_path / "a/boot/loader.conf.d/fpvm-console.conf").read_text().count('console="efi"') == 1
-    status, _, stderr = run_fpvm(["image", "overlay", str(tmp_path / "b"), "--arch", "mips"])
+    status, _, stderr = fpvm_main("image", "overlay", str(tmp_path / "b"), "--arch", "mips")
     assert status == 2 and "unknown architecture 'mips'" in stderr
 
 

@@ -6,10 +6,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-from image_support import run_fpvm
 
 from fpvm import arch as archmod
 from fpvm.image import recipe
+from fpvm_runner import fpvm_main
 
 METHODS = ["pkgbase", "builder-vm", "poudriere"]
 ARCHES = ["amd64", "aarch64"]
@@ -17,7 +17,7 @@ ARCHES = ["amd64", "aarch64"]
 
 def _plan(tmp_path: Path, *extra: str) -> list[str]:
     out = tmp_path / "out"
-    status, stdout, stderr = run_fpvm(["build", "--dry-run", "--output-dir", str(out), *extra])
+    status, stdout, stderr = fpvm_main("build", "--dry-run", "--output-dir", str(out), *extra)
     assert status == 0, stderr
     assert not out.exists(), "a dry run creates nothing"
     return stdout.splitlines()
@@ -183,19 +183,17 @@ def test_qcow2_and_xz_outputs(tmp_path: Path) -> None:
 
 
 def test_fourteen_builds_with_a_warning(tmp_path: Path) -> None:
-    status, stdout, stderr = run_fpvm(
-        [
-            "build",
-            "--dry-run",
-            "--release",
-            "14.3",
-            "--arch",
-            "amd64",
-            "--method",
-            "pkgbase",
-            "--output-dir",
-            str(tmp_path),
-        ]
+    status, stdout, stderr = fpvm_main(
+        "build",
+        "--dry-run",
+        "--release",
+        "14.3",
+        "--arch",
+        "amd64",
+        "--method",
+        "pkgbase",
+        "--output-dir",
+        str(tmp_path),
     )
     assert status == 0
     assert "warning: 14.3-RELEASE: FreeBSD 14 has no p9fs" in stderr
@@ -204,13 +202,13 @@ def test_fourteen_builds_with_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("release", ["13.2", "15.1-CURRENT", "fifteen"])
 def test_unknown_release_is_refused(release: str) -> None:
-    status, _, stderr = run_fpvm(["build", "--dry-run", "--release", release])
+    status, _, stderr = fpvm_main("build", "--dry-run", "--release", release)
     assert status == 2
     assert "release" in stderr and "Traceback" not in stderr
 
 
 def test_unknown_arch_is_refused() -> None:
-    status, _, stderr = run_fpvm(["build", "--dry-run", "--arch", "riscv64"])
+    status, _, stderr = fpvm_main("build", "--dry-run", "--arch", "riscv64")
     assert status == 2
     assert "unknown architecture 'riscv64'" in stderr
 
@@ -220,7 +218,7 @@ def test_freebsd_methods_refuse_other_hosts(tmp_path: Path) -> None:
 
     if platform.system() == "FreeBSD":
         return
-    status, _, stderr = run_fpvm(["build", "--method", "pkgbase", "--output-dir", str(tmp_path)])
+    status, _, stderr = fpvm_main("build", "--method", "pkgbase", "--output-dir", str(tmp_path))
     assert status == 2 and "runs on a FreeBSD host" in stderr
 
 
@@ -249,7 +247,7 @@ def test_zstd_level_option(tmp_path: Path) -> None:
     lines = _plan(tmp_path, "--method", "pkgbase", "--arch", "amd64", "--zstd-level", "3")
     assert "(zstd level 3, all cores)" in lines[-2]
     assert "(zstd level 19, all cores)" in _plan(tmp_path, "--method", "pkgbase", "--arch", "amd64")[-2]
-    status, _, stderr = run_fpvm(["build", "--dry-run", "--zstd-level", "23"])
+    status, _, stderr = fpvm_main("build", "--dry-run", "--zstd-level", "23")
     assert status == 2 and "zstd levels go from 1 to 22" in stderr
 
 

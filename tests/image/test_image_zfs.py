@@ -1,5 +1,5 @@
 """`fpvm build --fs zfs|ufs` (zfs the default): the plans of every method and the overlay of both file
-systems, each makefs/mkimg argument held against the manual pages (freebsd_synopsis.py), the dataset
+systems, each makefs/mkimg argument held against the manual pages (image_synopsis.py), the dataset
 layout against FreeBSD's own ZFS VM image, and every piece of generated shell through `sh -n` or run.
 
 References (freebsd-src): release/tools/vmimage.subr (buildfs, vm_create_disk, vm_install_base with
@@ -19,10 +19,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from freebsd_synopsis import check_command, check_makefs, check_mkimg
-from image_support import run_fpvm
+from image_synopsis import check_command, check_makefs, check_mkimg
 
 from fpvm.image import builder_vm, overlay, pkgbase, poudriere, recipe
+from fpvm_runner import fpvm_main
 
 ARCHES = ["amd64", "aarch64"]
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ VMIMAGE_ZFS_OPTIONS = [
 
 def _plan(tmp_path: Path, *extra: str) -> list[str]:
     out = tmp_path / "out"
-    status, stdout, stderr = run_fpvm(["build", "--dry-run", "--output-dir", str(out), *extra])
+    status, stdout, stderr = fpvm_main("build", "--dry-run", "--output-dir", str(out), *extra)
     assert status == 0, stderr
     assert not out.exists()
     return stdout.splitlines()
@@ -131,7 +131,7 @@ def test_zfs_is_the_default(tmp_path: Path) -> None:
 
 
 def test_unknown_fs_is_refused() -> None:
-    status, _, stderr = run_fpvm(["build", "--dry-run", "--fs", "btrfs"])
+    status, _, stderr = fpvm_main("build", "--dry-run", "--fs", "btrfs")
     assert status == 2 and "invalid choice: 'btrfs'" in stderr
 
 
@@ -274,15 +274,15 @@ def test_ufs_overlay_has_no_zfs_pieces(tmp_path: Path) -> None:
 
 
 def test_overlay_command_takes_fs(tmp_path: Path) -> None:
-    status, stdout, stderr = run_fpvm(
-        ["image", "overlay", str(tmp_path / "u"), "--arch", "amd64", "--fs", "ufs"]
+    status, stdout, stderr = fpvm_main(
+        "image", "overlay", str(tmp_path / "u"), "--arch", "amd64", "--fs", "ufs"
     )
     assert status == 0, stderr
     assert "/usr/local/etc/rc.d/fpvm_arc" not in stdout.splitlines()
-    status, stdout, stderr = run_fpvm(["image", "overlay", str(tmp_path / "z"), "--arch", "amd64"])
+    status, stdout, stderr = fpvm_main("image", "overlay", str(tmp_path / "z"), "--arch", "amd64")
     assert status == 0, stderr
     assert "/usr/local/etc/rc.d/fpvm_arc" in stdout.splitlines()
-    assert run_fpvm(["image", "overlay", str(tmp_path / "x"), "--arch", "amd64", "--fs", "ext4"])[0] == 2
+    assert fpvm_main("image", "overlay", str(tmp_path / "x"), "--arch", "amd64", "--fs", "ext4")[0] == 2
     with pytest.raises(overlay.OverlayError, match="unknown file system 'ext4'"):
         overlay.entries("amd64", guest_rc=_stub_rc, compat=lambda: {}, fs="ext4")
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from image_support import run_fpvm
 
 from fpvm.image import overlay
+from fpvm_runner import fpvm_main
 
 COMPAT = "usr/local/libexec/fpvm/linux-compat"
 Tree = dict[str, tuple[object, ...]]
@@ -51,7 +51,7 @@ def snapshot(top: Path) -> Tree:
 
 
 def overlay_cli(target: Path, hostname: str = "fpvm") -> tuple[int, str, str]:
-    return run_fpvm(["image", "overlay", str(target), "--arch", "amd64", "--hostname", hostname])
+    return fpvm_main("image", "overlay", str(target), "--arch", "amd64", "--hostname", hostname)
 
 
 @pytest.fixture

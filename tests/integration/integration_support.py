@@ -1,50 +1,24 @@
-"""Helpers of the cross-area tests: the real ``fpvm`` command, a FreeBSD-shaped base, recorded commands.
+"""Helpers of the cross-area tests: a FreeBSD-shaped base, recorded commands, QEMU's QMP socket.
 
-The integration tests drive each area through its public face (the ``fpvm`` command, or the constants
-and functions named in docs/DEVELOPING.md), never through another area's test helpers, so a change of
-one area that breaks another shows up here even when each area's own tests still pass.
+The integration tests drive each area through its public face (the ``fpvm`` command, run with
+tests/fpvm_runner.py, or the constants and functions named in docs/DEVELOPING.md), never through another
+area's test helpers, so a change of one area that breaks another shows up here even when each area's own
+tests still pass.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
-from freebsd_base import write_accounts
+from fpvm_support import write_accounts
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-
-
-def fpvm(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120, check: bool = False
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the real ``fpvm`` command (``python -m fpvm``) as a user would; stdout/stderr captured."""
-    full_env = dict(os.environ if env is None else env)
-    full_env["PYTHONPATH"] = str(SRC) + (
-        os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else ""
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "fpvm", *args],
-        env=full_env,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"fpvm {shlex.join(args)} exited {result.returncode}:\n"
-            f"{result.stdout.decode(errors='replace')}{result.stderr.decode(errors='replace')}"
-        )
-    return result
 
 
 def make_disk(path: Path, size: int = 4 << 20) -> Path:

@@ -27,7 +27,6 @@ import pytest
 from integration_support import (
     SRC,
     add_freebsd_base,
-    fpvm,
     master_passwd,
     records,
     resolve_in_root,
@@ -38,7 +37,8 @@ from integration_support import (
 from fpvm.guest import apisocket, compat, rcd
 from fpvm.image import recipe
 from fpvm.machine import connection
-from podman_fixtures import PODMAN_CAPTURE, PODMAN_IGNITION
+from fpvm_runner import run_fpvm
+from fpvm_support import PODMAN_CAPTURE, PODMAN_IGNITION
 
 ARCHES = ("amd64", "aarch64")
 CONFIGS = {
@@ -56,7 +56,7 @@ def overlays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for arch in ARCHES:
         tree = tmp_path_factory.mktemp(f"overlay-{arch}")
-        result = fpvm("image", "overlay", str(tree), "--arch", arch)
+        result = run_fpvm("image", "overlay", str(tree), "--arch", arch, text=False)
         assert result.returncode == 0, result.stderr
         out[arch] = tree
     return out
@@ -84,8 +84,8 @@ def provisioned(
     arch, name = request.param
     base = tmp_path_factory.mktemp(f"staged-{arch}-{name}")
     root = stage(overlays[arch], base / "root")
-    result = fpvm("guest", "provision", "--root", str(root), "--config", str(CONFIGS[name]),
-                  "--record", str(base / "cmds.jsonl"), "--no-ready")  # fmt: skip
+    result = run_fpvm("guest", "provision", "--root", str(root), "--config", str(CONFIGS[name]),
+                      "--record", str(base / "cmds.jsonl"), "--no-ready", text=False)  # fmt: skip
     yield Provisioned(arch, name, root, result)
 
 
@@ -119,8 +119,8 @@ def test_second_provision_changes_nothing(provisioned: Provisioned, tmp_path: Pa
     before = snapshot(provisioned.root)
     rec = tmp_path / "again.jsonl"
     config = str(CONFIGS[provisioned.config])
-    again = fpvm("guest", "provision", "--root", str(provisioned.root), "--config", config,
-                 "--record", str(rec), "--no-ready")  # fmt: skip
+    again = run_fpvm("guest", "provision", "--root", str(provisioned.root), "--config", config,
+                     "--record", str(rec), "--no-ready", text=False)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert re.search(rb"\b0 changed\b", again.stdout), again.stdout
     assert records(rec) == []

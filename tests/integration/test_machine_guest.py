@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from integration_support import add_freebsd_base, fpvm, make_disk, master_passwd, records, stop, wait_for_qmp
+from integration_support import add_freebsd_base, make_disk, master_passwd, records, stop, wait_for_qmp
 
 from fpvm.contract import FWCFG_CONFIG as COREOS_CONFIG
 from fpvm.guest import mounts, rcd, ready
 from fpvm.guest.rootfs import RootFS
 from fpvm.ignition import parse
 from fpvm.image import recipe
+from fpvm_runner import run_fpvm
 
 NAME = "itest"
 VOLUMES = (("src", "/Users/me/src", False), ("data", "/mnt/data", True))
@@ -78,10 +79,11 @@ def host_machine() -> Iterator[HostMachine]:
             sources[target].mkdir()
             volume_args += ["-v", f"{sources[target]}:{target}{':ro' if ro else ''}"]
         disk = make_disk(base / "freebsd.raw")
-        fpvm("machine", "init", NAME, "--image", str(disk), "--arch", "amd64", "--disk-size", "1",
-             *volume_args, env=env, check=True)  # fmt: skip
+        run_fpvm("machine", "init", NAME, "--image", str(disk), "--arch", "amd64", "--disk-size", "1",
+                 *volume_args, env=env, check=True, text=False)  # fmt: skip
         # --network user: with gvproxy installed the argv would need gvproxy's socket.
-        out = fpvm("machine", "start", NAME, "--dry-run", "--network", "user", env=env, check=True)
+        out = run_fpvm("machine", "start", NAME, "--dry-run", "--network", "user", env=env, check=True,
+                       text=False)  # fmt: skip
         lines = [ln for ln in out.stdout.decode().splitlines() if ln.strip() and not ln.startswith("#")]
         assert len(lines) == 1, out.stdout
         mdir = home / "share" / "fpvm" / "machines" / NAME
@@ -168,9 +170,9 @@ def assert_provisioned(root: Path, m: HostMachine) -> None:
 
 def test_machine_config_is_valid_ignition(host_machine: HostMachine, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, host_machine.config)
-    plain = fpvm("ignition", "validate", str(cfg))
+    plain = run_fpvm("ignition", "validate", str(cfg), text=False)
     assert plain.returncode == 0, plain.stderr
-    report = json.loads(fpvm("ignition", "validate", "--json", str(cfg), check=True).stdout)
+    report = json.loads(run_fpvm("ignition", "validate", "--json", str(cfg), check=True, text=False).stdout)
     assert report["valid"] is True and report["errors"] == [] and report["warnings"] == []
 
 
@@ -188,8 +190,8 @@ def provision_and_check(m: HostMachine, staged: Path, tmp_path: Path, config: by
     (the first boot mounts the shares too, exactly as QEMU names them)."""
     cfg = write_config(tmp_path, config)
     rec = tmp_path / "cmds.jsonl"
-    result = fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(rec),
-                  "--no-ready")  # fmt: skip
+    result = run_fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(rec),
+                      "--no-ready", text=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert_provisioned(staged, m)
     assert mount_records(records(rec)) == expected_mount_commands(m)
@@ -209,12 +211,13 @@ def test_plan_mounts_matches_qemu_tags(host_machine: HostMachine, staged: Path, 
 def test_boot_mounts_match_qemu_tags(host_machine: HostMachine, staged: Path, tmp_path: Path) -> None:
     """A later boot (rc.d/fpvm runs ``fpvm guest boot``) re-mounts every share, and nothing else changes."""
     cfg = write_config(tmp_path, host_machine.config)
-    first = fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record",
-                 str(tmp_path / "first.jsonl"), "--no-ready")  # fmt: skip
+    first = run_fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record",
+                     str(tmp_path / "first.jsonl"), "--no-ready", text=False)  # fmt: skip
     assert first.returncode == 0, first.stderr
     rec = tmp_path / "boot.jsonl"
-    result = fpvm("guest", "boot", "--root", str(staged), "--config", str(cfg), "--record", str(rec),
-                  "--no-fwcfg", "--qemufwcfg-mount", str(tmp_path / "no-qemufwcfg"))  # fmt: skip
+    result = run_fpvm("guest", "boot", "--root", str(staged), "--config", str(cfg), "--record", str(rec),
+                      "--no-fwcfg", "--qemufwcfg-mount", str(tmp_path / "no-qemufwcfg"),
+                      text=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     argvs = records(rec)
     assert mount_records(argvs) == expected_mount_commands(host_machine)
@@ -244,7 +247,8 @@ def test_config_through_qemu_fwcfg(host_machine: HostMachine, staged: Path, tmp_
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
     try:
         wait_for_qmp(Path(qmp), process, log)
-        got = fpvm("debug", "fwcfg", "--qmp", qmp, "get", COREOS_CONFIG, env=host_machine.env, timeout=300)
+        got = run_fpvm("debug", "fwcfg", "--qmp", qmp, "get", COREOS_CONFIG, env=host_machine.env,
+                       timeout=300, text=False)  # fmt: skip
         assert got.returncode == 0, got.stderr
     finally:
         stop(process)
@@ -270,9 +274,9 @@ def test_ready_port_is_the_qemu_virtserialport(host_machine: HostMachine) -> Non
 def test_ignition_show_reads_the_machine_config(host_machine: HostMachine, tmp_path: Path) -> None:
     """``fpvm ignition show`` (ignition's command, guest's implementation) on the launcher's config."""
     cfg = write_config(tmp_path, host_machine.config)
-    plain = fpvm("ignition", "show", str(cfg))
+    plain = run_fpvm("ignition", "show", str(cfg), text=False)
     assert plain.returncode == 0, plain.stderr
-    shown = json.loads(fpvm("ignition", "show", "--json", str(cfg), check=True).stdout)
+    shown = json.loads(run_fpvm("ignition", "show", "--json", str(cfg), check=True, text=False).stdout)
     users = {u["name"]: u for u in shown["users"]}
     assert users["core"]["uid"] == host_uid() and set(users) == {"core", "root"}
 
@@ -282,8 +286,8 @@ def test_machine_key_names_the_machine(host_machine: HostMachine, staged: Path, 
     (``ssh-keygen -C fpvm-<machine folder name>``), not the name of init's temporary build folder."""
     assert host_machine.pubkey.split()[2:] == [f"fpvm-{NAME}"]
     cfg = write_config(tmp_path, host_machine.config)
-    fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record", str(tmp_path / "r"),
-         "--no-ready", check=True)  # fmt: skip
+    run_fpvm("guest", "provision", "--root", str(staged), "--config", str(cfg), "--record",
+             str(tmp_path / "r"), "--no-ready", check=True, text=False)  # fmt: skip
     assert (staged / "root/.ssh/authorized_keys").read_text().split()[2:] == [f"fpvm-{NAME}"]
 
 
@@ -300,8 +304,8 @@ def test_init_refuses_a_target_the_guest_cannot_mount(host_machine: HostMachine,
     name = "bad-" + re.sub(r"[^a-z]", "", target.lower())[-8:]
     disk = host_machine.base / "freebsd.raw"
     src = host_machine.sources["/Users/me/src"]
-    result = fpvm("machine", "init", name, "--image", str(disk), "--arch", "amd64", "--disk-size", "1",
-                  "-v", f"{src}:{target}", env=host_machine.env)  # fmt: skip
+    result = run_fpvm("machine", "init", name, "--image", str(disk), "--arch", "amd64", "--disk-size", "1",
+                      "-v", f"{src}:{target}", env=host_machine.env, text=False)  # fmt: skip
     machines = host_machine.dir.parent
     assert result.returncode != 0, (
         f"init accepted {target!r}; the guest would reject {machines / name}/config.ign"

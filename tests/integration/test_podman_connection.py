@@ -17,14 +17,15 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from integration_support import add_freebsd_base, fpvm, resolve_in_root, shell_value
+from integration_support import add_freebsd_base, resolve_in_root, shell_value
 
 from fpvm.guest import apisocket, ready
 from fpvm.machine import connection
 from fpvm.machine import ignition as machine_ignition
 from fpvm.machine.podman_machine import PodmanMachine
 from fpvm.machine.state import Machine, Paths
-from podman_fixtures import PODMAN_CAPTURE
+from fpvm_runner import run_fpvm
+from fpvm_support import PODMAN_CAPTURE
 
 
 def a_machine(port: int = 2222) -> Machine:
@@ -47,14 +48,14 @@ def guest_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The amd64 overlay + FreeBSD base, provisioned with the config ``fpvm machine`` writes."""
     tmp_path = tmp_path_factory.mktemp("guest")
     root = tmp_path / "root"
-    result = fpvm("image", "overlay", str(root), "--arch", "amd64")
+    result = run_fpvm("image", "overlay", str(root), "--arch", "amd64", text=False)
     assert result.returncode == 0, result.stderr
     add_freebsd_base(root)
     config = machine_ignition.build("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConn conn@test", 1000, [], None)
     cfg = tmp_path / "config.ign"
     cfg.write_bytes(machine_ignition.render(config))
-    result = fpvm("guest", "provision", "--root", str(root), "--config", str(cfg), "--record",
-                  str(tmp_path / "cmds.jsonl"), "--no-ready")  # fmt: skip
+    result = run_fpvm("guest", "provision", "--root", str(root), "--config", str(cfg), "--record",
+                      str(tmp_path / "cmds.jsonl"), "--no-ready", text=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return root
 
@@ -123,10 +124,11 @@ def test_podman_machine_api_socket_reaches_the_service(
     the guest socket ``fpvm podman-machine doctor`` checks, and gvproxy forwards to, is the service's."""
     tmp_path = tmp_path_factory.mktemp("podman-machine")
     root = tmp_path / "root"
-    assert fpvm("image", "overlay", str(root), "--arch", "amd64").returncode == 0
+    assert run_fpvm("image", "overlay", str(root), "--arch", "amd64", text=False).returncode == 0
     add_freebsd_base(root)
-    result = fpvm("guest", "provision", "--root", str(root), "--config", str(PODMAN_CAPTURE / "machine.ign"),
-                  "--record", str(tmp_path / "cmds.jsonl"), "--no-ready")  # fmt: skip
+    result = run_fpvm("guest", "provision", "--root", str(root), "--config",
+                      str(PODMAN_CAPTURE / "machine.ign"), "--record", str(tmp_path / "cmds.jsonl"),
+                      "--no-ready", text=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((PODMAN_CAPTURE / "machine.json").read_text())
     machine = PodmanMachine(PODMAN_CAPTURE / "machine.json", {**data, "Rootful": rootful})

@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from machine_helpers import FAKE_QEMU, fpvm
+from machine_support import FAKE_QEMU
 
 from fpvm import arch as archmod
 from fpvm.machine import lifecycle, qemu_accel, qemu_host, state
 from fpvm.machine.errors import MachineError
-
-pytest_plugins = ["machine_support"]
+from fpvm_runner import fpvm_main
 
 HOST = archmod.host()
 LINUX_KVM = qemu_host.Host("linux", HOST, kvm=True)
@@ -120,7 +119,7 @@ def kvm_host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _start(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
     capsys.readouterr()
-    status = fpvm("machine", "start", "vm", "--timeout", "30", *args)
+    status = fpvm_main("machine", "start", "vm", "--timeout", "30", *args).status
     out = capsys.readouterr()
     return status, [line for line in out.err.splitlines() if "warning:" in line], out.out + out.err
 
@@ -137,7 +136,7 @@ def test_start_falls_back_to_tcg_with_one_warning(
     monkeypatch: pytest.MonkeyPatch,
     mode: str,
 ) -> None:
-    assert fpvm("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST) == 0
+    assert fpvm_main("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST).status == 0
     monkeypatch.setenv("FAKE_QEMU_ACCEL_FAIL", mode)
     status, warnings, text = _start(capsys)
     pid = state.vm_pid(state.Paths.of("vm"))
@@ -163,7 +162,7 @@ def test_start_with_accel_tcg_neither_probes_nor_warns(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert fpvm("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST) == 0
+    assert fpvm_main("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST).status == 0
     monkeypatch.setenv("FAKE_QEMU_ACCEL_FAIL", "kvm")
     status, warnings, text = _start(capsys, "--accel", "tcg")
     pid = state.vm_pid(state.Paths.of("vm"))
@@ -183,7 +182,7 @@ def test_start_with_accel_kvm_that_fails_is_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The user insisted on KVM: no silent fallback, an error that names the way out."""
-    assert fpvm("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST) == 0
+    assert fpvm_main("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST).status == 0
     monkeypatch.setenv("FAKE_QEMU_ACCEL_FAIL", "kvm")
     status, warnings, text = _start(capsys, "--accel", "kvm")
     assert status == 1 and warnings == []
@@ -196,8 +195,8 @@ def test_start_with_accel_kvm_that_fails_is_an_error(
 def test_dry_run_starts_nothing(
     machine_env: Path, machine_disk: Path, standin: Path, kvm_host: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert fpvm("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST) == 0
+    assert fpvm_main("machine", "init", "vm", "--image", str(machine_disk), "--arch", HOST).status == 0
     capsys.readouterr()
-    assert fpvm("machine", "start", "vm", "--dry-run") == 0
+    assert fpvm_main("machine", "start", "vm", "--dry-run").status == 0
     argv = capsys.readouterr().out.splitlines()[-1].split()
     assert _accel(argv) == "kvm" and _runs(standin) == []

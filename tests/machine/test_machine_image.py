@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from machine_helpers import make_disk
+from machine_support import make_disk
 
 from fpvm.machine import image
 from fpvm.machine.errors import MachineError

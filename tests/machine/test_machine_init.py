@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from machine_helpers import fpvm, make_disk
+from machine_support import make_disk
 
 from fpvm import arch as archmod
 from fpvm.ignition import dataurl
 from fpvm.machine import ignition, qemu_host, state
 from fpvm.machine.errors import MachineError
-
-pytest_plugins = ["machine_support"]
+from fpvm_runner import fpvm_main, run_fpvm
 
 
 def _machines() -> list[str]:
@@ -40,7 +39,7 @@ def test_init_creates_the_machine(
 ) -> None:
     src = machine_env / "src"
     src.mkdir()
-    rc = fpvm(
+    rc = fpvm_main(
         "machine",
         "init",
         "bsd",
@@ -58,7 +57,7 @@ def test_init_creates_the_machine(
         f"{src}:/home/me/src",
         "-v",
         f"{machine_env}:/mnt/ro:ro",
-    )
+    ).status
     assert rc == 0, capsys.readouterr().err
     paths = state.Paths.of("bsd")
     m = state.load("bsd")
@@ -98,7 +97,7 @@ def test_generated_config_is_valid_ignition(machine_env: Path, machine_disk: Pat
     from fpvm import ignition as spec
 
     assert (
-        fpvm(
+        fpvm_main(
             "machine",
             "init",
             "v",
@@ -108,7 +107,7 @@ def test_generated_config_is_valid_ignition(machine_env: Path, machine_disk: Pat
             "amd64",
             "-v",
             f"{machine_env}:/srv/x",
-        )
+        ).status
         == 0
     )
     parsed = spec.parse(state.Paths.of("v").config.read_bytes())
@@ -141,7 +140,8 @@ def http_image(tmp_path: Path) -> Iterator[str]:
 
 
 def test_init_downloads_and_decompresses(machine_env: Path, http_image: str) -> None:
-    assert fpvm("machine", "init", "dl", "--image", http_image, "--arch", "amd64", "--disk-size", "1") == 0
+    assert fpvm_main("machine", "init", "dl", "--image", http_image, "--arch", "amd64",
+                     "--disk-size", "1").status == 0  # fmt: skip
     disk = state.Paths.of("dl").disk
     with disk.open("rb") as fh:
         assert fh.read(520)[510:] == b"\x55\xaaEFI PART"
@@ -152,7 +152,7 @@ def test_init_downloads_and_decompresses(machine_env: Path, http_image: str) -> 
 
 
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert fpvm(*argv) == 1
+    assert fpvm_main(*argv).status == 1
     err = capsys.readouterr().err
     assert err.startswith("fpvm: error: ") and "Traceback" not in err
     assert _machines() == [], "init left something behind"
@@ -206,8 +206,8 @@ def test_volume_target_the_guest_refuses(
 
 
 def test_volume_target_is_normalised(machine_env: Path, machine_disk: Path) -> None:
-    assert fpvm("machine", "init", "n", "--image", str(machine_disk), "--arch", "amd64",
-                "-v", f"{machine_env}://srv//x/:ro") == 0  # fmt: skip
+    assert fpvm_main("machine", "init", "n", "--image", str(machine_disk), "--arch", "amd64",
+                     "-v", f"{machine_env}://srv//x/:ro").status == 0  # fmt: skip
     assert [(v.target, v.readonly) for v in state.load("n").volumes] == [("/srv/x", True)]
 
 
@@ -249,9 +249,9 @@ def test_missing_firmware(
 
 
 def test_name_exists(machine_env: Path, machine_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert fpvm("machine", "init", "dup", "--image", str(machine_disk), "--arch", "amd64") == 0
+    assert fpvm_main("machine", "init", "dup", "--image", str(machine_disk), "--arch", "amd64").status == 0
     before = state.Paths.of("dup").config.read_bytes()
-    assert fpvm("machine", "init", "dup", "--image", str(machine_disk), "--arch", "amd64") == 1
+    assert fpvm_main("machine", "init", "dup", "--image", str(machine_disk), "--arch", "amd64").status == 1
     assert "machine 'dup' exists" in capsys.readouterr().err
     assert _machines() == ["dup"]
     assert state.Paths.of("dup").config.read_bytes() == before
@@ -277,28 +277,11 @@ def test_failure_after_copy_removes_partial_dir(
 
 def test_fpvm_command_registers_machine_groups(machine_env: Path, machine_disk: Path) -> None:
     """The installed `fpvm` command (all areas loaded) reaches this area's handlers."""
-    import subprocess
-    import sys
-
-    run = functools.partial(subprocess.run, capture_output=True, text=True, check=False)
-    init = run(
-        [
-            sys.executable,
-            "-m",
-            "fpvm",
-            "machine",
-            "init",
-            "c",
-            "--image",
-            str(machine_disk),
-            "--arch",
-            "amd64",
-        ]
-    )
+    init = run_fpvm("machine", "init", "c", "--image", str(machine_disk), "--arch", "amd64")
     assert init.returncode == 0, init.stderr
-    listed = run([sys.executable, "-m", "fpvm", "machine", "list"])
+    listed = run_fpvm("machine", "list")
     assert listed.returncode == 0 and listed.stdout.split("\n")[1].split()[:3] == ["c", "amd64", "stopped"]
-    doctor = run([sys.executable, "-m", "fpvm", "podman-machine", "doctor", "none"])
+    doctor = run_fpvm("podman-machine", "doctor", "none")
     assert doctor.returncode == 1 and doctor.stderr.startswith("fpvm: error: no podman machine 'none'")
 
 
@@ -329,7 +312,7 @@ def test_start_dry_run_prints_the_argv_and_does_nothing_else(
 ) -> None:
     """Issue 7: ``--dry-run`` prints the QEMU argv and nothing else happens (no process, no file)."""
     monkeypatch.setenv("FPVM_FIRMWARE", "/usr/share/AAVMF/AAVMF_CODE.fd")
-    assert fpvm("machine", "init", "d", "--image", str(machine_disk), "--arch", arch) == 0
+    assert fpvm_main("machine", "init", "d", "--image", str(machine_disk), "--arch", arch).status == 0
     paths = state.Paths.of("d")
     before = sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*"))
     capsys.readouterr()
@@ -339,7 +322,7 @@ def test_start_dry_run_prints_the_argv_and_does_nothing_else(
 
     monkeypatch.setattr(subprocess, "Popen", refuse)
     monkeypatch.setattr(subprocess, "run", refuse)
-    assert fpvm("machine", "start", "d", "--dry-run", "--accel", "tcg") == 0
+    assert fpvm_main("machine", "start", "d", "--dry-run", "--accel", "tcg").status == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert len(lines) == 1 and lines[0].split()[0].endswith(f"qemu-system-{archmod.qemu_name(arch)}")
     assert sorted(p.relative_to(paths.dir) for p in paths.dir.rglob("*")) == before

@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from machine_helpers import fpvm
 
 from fpvm.machine import lifecycle, state
 from fpvm.machine.errors import MachineError
-
-pytest_plugins = ["machine_support"]
+from fpvm_runner import fpvm_main
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +38,9 @@ def _init(machine_env: Path, machine_disk: Path, name: str = "vm") -> state.Mach
     share = machine_env / "share"
     share.mkdir(exist_ok=True)
     assert (
-        fpvm("machine", "init", name, "--image", str(machine_disk), "--arch", "amd64", "-v", f"{share}:/srv")
+        fpvm_main(
+            "machine", "init", name, "--image", str(machine_disk), "--arch", "amd64", "-v", f"{share}:/srv"
+        ).status
         == 0
     )
     return state.load(name)
@@ -68,7 +68,7 @@ def test_full_lifecycle(
     (machine_sshd / "authorized_keys").write_text(Path(f"{paths.key}.pub").read_text())
     capsys.readouterr()
 
-    assert fpvm("machine", "start", "vm", "--timeout", "30") == 0
+    assert fpvm_main("machine", "start", "vm", "--timeout", "30").status == 0
     vm_reaper.append(_pid("vm"))
     out = capsys.readouterr()
     assert "Machine vm is ready" in out.out and "podman --connection fpvm-vm" in out.out
@@ -80,14 +80,14 @@ def test_full_lifecycle(
     assert str(conn["URI"]).endswith("/podman/podman.sock")
 
     # A second start is refused while it runs.
-    assert fpvm("machine", "start", "vm") == 1
+    assert fpvm_main("machine", "start", "vm").status == 1
     assert "already running" in capsys.readouterr().err
 
     # list / inspect see it running.
-    assert fpvm("machine", "list", "--json") == 0
+    assert fpvm_main("machine", "list", "--json").status == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["name"] == "vm" and row["state"] == "running"
-    assert fpvm("machine", "inspect", "vm") == 0
+    assert fpvm_main("machine", "inspect", "vm").status == 0
     (info,) = json.loads(capsys.readouterr().out)
     assert info["connection"]["name"] == "fpvm-vm" and info["pid"] == _pid("vm")
 
@@ -110,7 +110,7 @@ def test_full_lifecycle(
         check=False,
     )
     assert found.returncode == 0 and "ssh-ed25519" in found.stdout
-    assert fpvm("machine", "ssh", "--user", capfd_user, "vm", "exit", "7") == 7
+    assert fpvm_main("machine", "ssh", "--user", capfd_user, "vm", "exit", "7").status == 7
 
     # console: what the console says comes out, what we type goes in (and into the log).
     r, w = os.pipe()
@@ -124,14 +124,14 @@ def test_full_lifecycle(
 
     # stop: the guest honours the power button.
     pid = _pid("vm")
-    assert fpvm("machine", "stop", "vm", "--timeout", "20") == 0
+    assert fpvm_main("machine", "stop", "vm", "--timeout", "20").status == 0
     assert not state.pid_alive(pid)
     assert [p for p in paths.runtime_files() if p.exists()] == []
     err = capsys.readouterr().err
     assert "stopped" in err and "warning" not in err, err  # the event before the reply was skipped
 
     # rm removes the machine and its podman connection.
-    assert fpvm("machine", "rm", "vm") == 0
+    assert fpvm_main("machine", "rm", "vm").status == 0
     assert not paths.dir.exists()
     assert _connections() == []
 
@@ -197,12 +197,12 @@ def test_stale_runtime_files_are_detected_and_cleaned(
     dead.close()
     assert state.vm_pid(paths) is None
     capsys.readouterr()
-    assert fpvm("machine", "inspect", "vm") == 0
+    assert fpvm_main("machine", "inspect", "vm").status == 0
     assert json.loads(capsys.readouterr().out)[0]["state"] == "stopped"
-    assert fpvm("machine", "start", "vm", "--timeout", "30") == 0
+    assert fpvm_main("machine", "start", "vm", "--timeout", "30").status == 0
     vm_reaper.append(_pid("vm"))
     assert "removed stale" in capsys.readouterr().err
-    assert fpvm("machine", "rm", "vm", "--force") == 0
+    assert fpvm_main("machine", "rm", "vm", "--force").status == 0
     assert not paths.dir.exists()
 
 
@@ -214,10 +214,10 @@ def test_start_refuses_busy_port_and_vanished_volume(
     with socket.socket() as s:
         s.bind(("127.0.0.1", m.ssh_port))
         s.listen()
-        assert fpvm("machine", "start", "vm") == 1
+        assert fpvm_main("machine", "start", "vm").status == 1
         assert f"port 127.0.0.1:{m.ssh_port} (the ssh forward of vm) is in use" in capsys.readouterr().err
     (machine_env / "share").rmdir()
-    assert fpvm("machine", "start", "vm") == 1
+    assert fpvm_main("machine", "start", "vm").status == 1
     assert "does not exist any more" in capsys.readouterr().err
     assert state.vm_pid(state.Paths.of("vm")) is None
 
@@ -241,14 +241,14 @@ def test_commands_on_a_stopped_or_unknown_machine(
 ) -> None:
     _init(machine_env, machine_disk)
     capsys.readouterr()
-    assert fpvm("machine", "ssh", "vm") == 1
+    assert fpvm_main("machine", "ssh", "vm").status == 1
     assert "not running" in capsys.readouterr().err
-    assert fpvm("machine", "console", "vm") == 1
+    assert fpvm_main("machine", "console", "vm").status == 1
     assert "console.log" in capsys.readouterr().err
-    assert fpvm("machine", "stop", "vm") == 0
-    assert fpvm("machine", "inspect", "nope") == 1
+    assert fpvm_main("machine", "stop", "vm").status == 0
+    assert fpvm_main("machine", "inspect", "nope").status == 1
     assert "no machine named 'nope'" in capsys.readouterr().err
-    assert fpvm("machine", "list") == 0
+    assert fpvm_main("machine", "list").status == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["vm", "amd64", "stopped"]
 
 
@@ -262,11 +262,11 @@ def test_init_now_starts_and_default_makes_the_default_connection(
 ) -> None:
     """Issue 7: ``init --now`` boots right away; ``--default`` reaches podman as its default connection."""
     argv = ["machine", "init", "nd", "--image", str(machine_disk), "--arch", "amd64", "--now", "--default"]
-    assert fpvm(*argv) == 0
+    assert fpvm_main(*argv).status == 0
     vm_reaper.append(_pid("nd"))
     assert "Machine nd is ready" in capsys.readouterr().out
     (conn,) = _connections()
     assert conn["Name"] == "fpvm-nd" and conn["Default"] is True
-    assert fpvm("machine", "stop", "nd", "--force") == 0
-    assert fpvm("machine", "rm", "nd") == 0
+    assert fpvm_main("machine", "stop", "nd", "--force").status == 0
+    assert fpvm_main("machine", "rm", "nd").status == 0
     assert _connections() == []

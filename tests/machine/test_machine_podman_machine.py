@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from machine_helpers import FAKE_QEMU, PODMAN_CAPTURE, PODMAN_IGNITION, fpvm
+from machine_support import FAKE_QEMU
 
 from fpvm.machine import lifecycle, podman_machine
 from fpvm.machine.podman_machine import BACKUP_SUFFIX, PodmanMachine
+from fpvm_runner import fpvm_main
+from fpvm_support import PODMAN_CAPTURE, PODMAN_IGNITION
 
 # fixture file, machine name, home and runtime dir as written in the fixture
 FIXTURES = {
@@ -34,9 +36,6 @@ FIXTURES = {
         "/run/user/1000",
     ),
 }
-
-
-pytest_plugins = ["machine_support"]
 
 
 def install(version: str, machine_env: Path, **overrides: object) -> tuple[Path, str]:
@@ -62,7 +61,7 @@ def test_console_edit_is_minimal_backed_up_and_idempotent(
 ) -> None:
     path, name = install(version, machine_env)
     original = path.read_bytes()
-    assert fpvm("podman-machine", "console", name, "--no-attach") == 0
+    assert fpvm_main("podman-machine", "console", name, "--no-attach").status == 0
     assert "Added a serial console" in capsys.readouterr().err
     assert Path(f"{path}{BACKUP_SUFFIX}").read_bytes() == original
     before, after = json.loads(original), json.loads(path.read_bytes())
@@ -82,7 +81,7 @@ def test_console_edit_is_minimal_backed_up_and_idempotent(
     tail = b"".join(f',\n  "{a}"'.encode() for a in added)
     assert path.read_bytes() == original.replace(last_old, last_old[: -len(b"\n ],")] + tail + b"\n ],")
     edited = path.read_bytes()
-    assert fpvm("podman-machine", "console", name, "--no-attach") == 0
+    assert fpvm_main("podman-machine", "console", name, "--no-attach").status == 0
     assert "already has fpvm's console" in capsys.readouterr().err
     assert path.read_bytes() == edited
     assert Path(f"{path}{BACKUP_SUFFIX}").read_bytes() == original
@@ -96,7 +95,7 @@ def test_console_refuses_while_the_machine_runs(
     assert pm.pidfile is not None
     pm.pidfile.write_text(f"{os.getpid()}\n")  # a live process
     original = path.read_bytes()
-    assert fpvm("podman-machine", "console", name) == 1
+    assert fpvm_main("podman-machine", "console", name).status == 1
     err = capsys.readouterr().err
     assert "is running" in err and f"podman machine stop {name}" in err
     assert path.read_bytes() == original and not Path(f"{path}{BACKUP_SUFFIX}").exists()
@@ -106,18 +105,18 @@ def test_console_on_podman5_and_broken_files(machine_env: Path, capsys: pytest.C
     d = podman_machine.config_dir()
     d.mkdir(parents=True)
     (d / "five.json").write_bytes((PODMAN_IGNITION / "v5.8.2-qemu-machine.json").read_bytes())
-    assert fpvm("podman-machine", "console", "five") == 1
+    assert fpvm_main("podman-machine", "console", "five").status == 1
     assert "has no CmdLine: podman 5 builds the QEMU command at every start" in capsys.readouterr().err
     (d / "empty.json").write_bytes(b"")
-    assert fpvm("podman-machine", "console", "empty") == 1
+    assert fpvm_main("podman-machine", "console", "empty").status == 1
     assert "is empty: podman was interrupted" in capsys.readouterr().err
-    assert fpvm("podman-machine", "doctor", "absent") == 1
+    assert fpvm_main("podman-machine", "doctor", "absent").status == 1
     assert "no podman machine 'absent'" in capsys.readouterr().err
 
 
 def test_doctor_when_stopped(machine_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, name = install("4.9.5", machine_env)
-    assert fpvm("podman-machine", "doctor", name) == 1
+    assert fpvm_main("podman-machine", "doctor", name).status == 1
     out = capsys.readouterr().out
     assert "[PROBLEM] vm: QEMU is not running" in out
     assert f"what to do: start it: podman machine start {name}" in out
@@ -170,7 +169,7 @@ def test_console_and_doctor_against_a_running_machine(
     _, name = install(
         "4.3.1", machine_env, Port=port, IdentityPath=str(key), RemoteUsername=getpass.getuser()
     )
-    assert fpvm("podman-machine", "console", name, "--no-attach") == 0
+    assert fpvm_main("podman-machine", "console", name, "--no-attach").status == 0
     pm = PodmanMachine.load(name)
 
     # podman starts CmdLine verbatim; the stand-in QEMU plays it (gvproxy's ssh forward via the environment).
@@ -193,7 +192,7 @@ def test_console_and_doctor_against_a_running_machine(
             fake_in, fake_out = io.TextIOWrapper(src), io.TextIOWrapper(sink)
             m.setattr(sys, "stdin", fake_in)
             m.setattr(sys, "stdout", fake_out)
-            assert fpvm("podman-machine", "console", name) == 0
+            assert fpvm_main("podman-machine", "console", name).status == 0
             fake_in.detach()
             fake_out.detach()
         assert b"login: " in sink.getvalue()
@@ -203,7 +202,7 @@ def test_console_and_doctor_against_a_running_machine(
         # doctor: VM, ready socket, ssh and login are fine; the guest has no API socket (this is no guest).
         ping_server.append(pm.host_api_socket)
         capsys.readouterr()
-        assert fpvm("podman-machine", "doctor", name) == 1
+        assert fpvm_main("podman-machine", "doctor", name).status == 1
         out = capsys.readouterr().out
         for check in ("vm", "ready", "ssh", "login"):
             assert f"[ok] {check}:" in out, out
@@ -230,7 +229,7 @@ def test_doctor_sees_a_forward_without_sshd(
     qmp.listen()
     monkeypatch.setattr(podman_machine, "BANNER_TIMEOUT", 0.3)
     try:
-        assert fpvm("podman-machine", "doctor", name) == 1
+        assert fpvm_main("podman-machine", "doctor", name).status == 1
     finally:
         silent.close()
         qmp.close()

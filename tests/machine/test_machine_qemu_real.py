@@ -22,12 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from machine_helpers import fpvm
 
 from fpvm.fwcfg.qmp import QmpClient
 from fpvm.machine import qemu, state
-
-pytest_plugins = ["machine_support"]
+from fpvm_runner import fpvm_main
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +63,7 @@ def comma_env(machine_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _dry_run(name: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
     capsys.readouterr()
-    assert fpvm("machine", "start", name, "--dry-run", "--accel", "tcg") == 0
+    assert fpvm_main("machine", "start", name, "--dry-run", "--accel", "tcg").status == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert len(lines) == 1
     return shlex.split(lines[0])
@@ -92,7 +90,7 @@ def test_x86_64_argv_accepted_by_qemu(
     ro.mkdir()
     rw.mkdir()
     assert (
-        fpvm(
+        fpvm_main(
             "machine",
             "init",
             "x",
@@ -110,7 +108,7 @@ def test_x86_64_argv_accepted_by_qemu(
             f"{rw}:/home/me",
             "-v",
             f"{ro}:/mnt/ro:ro",
-        )
+        ).status
         == 0
     )
     argv = _dry_run("x", capsys)
@@ -149,7 +147,7 @@ def test_aarch64_argv_accepted_by_qemu(
     share = comma_env / "sh,are"
     share.mkdir()
     assert (
-        fpvm(
+        fpvm_main(
             "machine",
             "init",
             "a",
@@ -165,7 +163,7 @@ def test_aarch64_argv_accepted_by_qemu(
             "1",
             "-v",
             f"{share}:/srv/share",
-        )
+        ).status
         == 0
     )
     argv = _dry_run("a", capsys)

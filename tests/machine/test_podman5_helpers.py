@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from machine_helpers import fpvm
 
 from fpvm.fwcfg.qmp import QmpClient
 from fpvm.machine import podman_helper_main, podman_helpers
-from podman_fixtures import FIXTURES
+from fpvm_runner import fpvm_main
+from fpvm_support import FIXTURES
 
 CAPTURE = FIXTURES / "podman-5.8.2-qemu-capture"
-RECORDER = Path(__file__).resolve().parent / "podman5_record_argv.py"
+RECORDER = Path(__file__).resolve().parent / "machine_recorder.py"
 QEMU = podman_helpers.qemu_name()
 FREEBSD_UFS = "516e7cb6-6ecf-11d6-8ff8-00022d09712b"
 LINUX_FS = "0fc63daf-8483-4772-8e79-3d69d8477de4"  # what Fedora CoreOS's root partition is
@@ -168,7 +168,7 @@ def test_setup_puts_the_helpers_first_and_teardown_undoes_exactly_that(
     (env["home"] / ".local/share").mkdir(parents=True)  # a user's home has it
     before = sorted(p for p in env["base"].rglob("*"))
     assert not podman_helpers.status().ok
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     folder = podman_helpers.helper_dir()
     dropin = dropin_dir / "99-fpvm-helpers.conf"
     import tomllib
@@ -187,15 +187,15 @@ def test_setup_puts_the_helpers_first_and_teardown_undoes_exactly_that(
     assert st.ok, st.detail
     # a second setup changes nothing; teardown leaves the tree as it was
     snap = {p: p.read_bytes() for p in env["base"].rglob("*") if p.is_file()}
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     assert {p: p.read_bytes() for p in env["base"].rglob("*") if p.is_file()} == snap
-    assert fpvm("podman-machine", "teardown") == 0
+    assert fpvm_main("podman-machine", "teardown").status == 0
     assert sorted(p for p in env["base"].rglob("*")) == before
     assert "Removed:" in capsys.readouterr().out
 
 
 def test_status_sees_a_later_file_that_hides_the_helpers(env: dict[str, Path]) -> None:
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     assert podman_helpers.status().ok
     (env["home"] / ".config/containers/containers.conf.d/zz-later.conf").write_text(
         '[engine]\nhelper_binaries_dir = ["/usr/libexec/podman"]\n'
@@ -225,7 +225,7 @@ def test_freebsd_machine_gets_9p_devices_that_real_qemu_accepts(env: dict[str, P
     share.mkdir()
     home.mkdir()
     conf = machine_files(env, disk, [share, home])
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     folder = podman_helpers.helper_dir()
     data = capture(env)
     gvproxy = socket.socket(socket.AF_UNIX)  # QEMU's -netdev stream connects to gvproxy's socket
@@ -311,7 +311,7 @@ def test_other_machines_get_the_real_binaries_with_argv_env_and_folder_unchanged
 ) -> None:
     real = standins(env["base"] / "real")
     user_conf(env, f'[engine]\nhelper_binaries_dir = ["{real}"]\n')
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     folder = podman_helpers.helper_dir()
     linux = gpt_disk(env["base"] / "fcos.raw", LINUX_FS)
     share = env["base"] / "share"
@@ -349,7 +349,7 @@ def test_freebsd_disk_but_no_starting_machine_sharing_the_folder_runs_the_real_v
 ) -> None:
     real = standins(env["base"] / "real")
     user_conf(env, f'[engine]\nhelper_binaries_dir = ["{real}"]\n')
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     share = env["base"] / "share"
     share.mkdir()
     machine_files(env, gpt_disk(env["base"] / "bsd.raw", FREEBSD_UFS), [share, env["home"]], starting=False)
@@ -381,14 +381,14 @@ def test_doctor_says_whether_the_helpers_are_in_place(
     share = env["base"] / "share"
     share.mkdir()
     machine_files(env, gpt_disk(env["base"] / "bsd.raw", FREEBSD_UFS), [share, env["home"]], starting=False)
-    assert fpvm("podman-machine", "doctor", "bsd") == 1
+    assert fpvm_main("podman-machine", "doctor", "bsd").status == 1
     out = capsys.readouterr().out
     problem = "[PROBLEM] helpers: 2 folder(s) use virtio-fs, which FreeBSD lacks, and fpvm's helpers are not"
     assert problem + " installed" in out
     assert "what to do: run: fpvm podman-machine setup, then restart the machine" in out
-    assert fpvm("podman-machine", "setup") == 0
+    assert fpvm_main("podman-machine", "setup").status == 0
     capsys.readouterr()
-    assert fpvm("podman-machine", "doctor", "bsd") == 1  # the VM is not running
+    assert fpvm_main("podman-machine", "doctor", "bsd").status == 1  # the VM is not running
     out = capsys.readouterr().out
     assert "[ok] helpers: 2 folder(s) are offered as 9p: fpvm's helpers in" in out
 

@@ -1,16 +1,29 @@
-"""FreeBSD base accounts for staged roots, shared by the guest and the integration tests.
+"""Test data every area shares: where the captured podman data lives, FreeBSD's base accounts.
 
-A real image has ``etc/master.passwd`` and ``etc/group`` from FreeBSD-set-minimal; the overlay and the
-Ignition config do not, so every staged root needs them. The text is a subset of freebsd-src
-``etc/master.passwd`` and ``etc/group`` (root, toor, daemon, operator, nobody; wheel, operator ...).
-Kept here, beside tests/conftest.py (whose folder pytest puts on sys.path), so both test folders use
-one copy without importing each other's helpers.
+A fresh clone needs nothing beside it: every file a test reads is in the repository (tests/fixtures/).
+
+FreeBSD base accounts for staged roots: a real image has ``etc/master.passwd`` and ``etc/group`` from
+FreeBSD-set-minimal; the overlay and the Ignition config do not, so every staged root needs them. The
+text is a subset of freebsd-src ``etc/master.passwd`` and ``etc/group`` (root, toor, daemon, operator,
+nobody; wheel, operator ...). Kept here, beside tests/conftest.py (whose folder pytest puts on sys.path),
+so the guest and the integration tests use one copy without importing each other's helpers.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+PODMAN_IGNITION = FIXTURES / "podman-ignition"
+PODMAN_CAPTURE = FIXTURES / "podman-4.3.1-qemu-capture"
+
+
+def podman_ignition_configs() -> list[Path]:
+    """Every Ignition config podman produced: per-version fixtures plus the 4.3.1 capture."""
+    return [*sorted(PODMAN_IGNITION.glob("*.ign")), PODMAN_CAPTURE / "machine.ign"]
+
 
 MASTER_PASSWD = """\
 root::0:0::0:0:Charlie &:/root:/bin/sh

@@ -1,6 +1,6 @@
 """A staged FreeBSD-like root for the guest agent's tests.
 
-Account files come from tests/freebsd_base.py (FreeBSD's base ``etc/master.passwd`` and ``etc/group``).
+Account files come from tests/fpvm_support.py (FreeBSD's base ``etc/master.passwd`` and ``etc/group``).
 ``/home`` is the relative link ``usr/home`` as on FreeBSD, so path resolution through a legitimate
 in-root symlink is exercised by every test.
 """
@@ -12,13 +12,11 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from freebsd_base import GROUP, MASTER_PASSWD, passwd_from_master, write_accounts
-
-__all__ = ["GROUP", "MASTER_PASSWD", "passwd_from_master"]  # re-exported for the fixture tests
+from fpvm_runner import run_fpvm
+from fpvm_support import write_accounts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,12 +61,6 @@ def snapshot(root: Path, exclude: tuple[str, ...] = ("var/db/fpvm", "var/log/fpv
                     st.st_mtime_ns,
                 )
     return out
-
-
-def run_fpvm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fpvm", *args], capture_output=True, text=True, cwd=REPO, check=False
-    )
 
 
 def provision(root: Path, config: Path, record: Path) -> subprocess.CompletedProcess[str]:
