@@ -11,7 +11,10 @@ so the guest and the integration tests use one copy without importing each other
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,3 +64,23 @@ def write_accounts(root: Path) -> None:
     os.chmod(root / "etc/master.passwd", 0o600)
     (root / "etc/passwd").write_text(passwd_from_master(MASTER_PASSWD))
     (root / "etc/group").write_text(GROUP)
+
+
+class Hung(BaseException):
+    """Not an Exception (nor an OSError): no handler in the code under test may swallow it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Turn a hang (a FIFO opened for reading or writing) into a test failure."""
+
+    def fire(signum: int, frame: object) -> None:
+        raise Hung(f"still running after {seconds} s: it hangs")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import string
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,26 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fpvm.guest.compat import COMMANDS, main
-
-
-class Hung(BaseException):
-    """Not an Exception (and not an OSError): no handler in the code under test may swallow it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Turn a hang (the defect under test: a FIFO opened for reading) into a test failure."""
-
-    def fire(signum: int, frame: object) -> None:
-        raise Hung(f"still running after {seconds} s: it hangs")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+from fpvm_support import deadline
 
 
 def run_shim(root: Path, rec: Path, *argv: str) -> tuple[int, str]:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +26,7 @@ from fpvm.guest.plan import PlanOptions, build_plan
 from fpvm.guest.provision import provision
 from fpvm.ignition import parse
 from fpvm_runner import run_fpvm
-
-
-class Hung(BaseException):
-    """Not an Exception: no handler in the code under test may swallow it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Turn a hang (a FIFO opened for reading or writing) into a test failure."""
-
-    def fire(signum: int, frame: object) -> None:
-        raise Hung(f"still running after {seconds} s: it hangs")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+from fpvm_support import deadline
 
 
 def data_url(data: bytes) -> str:
