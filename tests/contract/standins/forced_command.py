@@ -14,7 +14,9 @@ on its secure_path. Here the line (``SSH_ORIGINAL_COMMAND``) is parsed, never ex
 * ``/usr/bin/bash`` with a script on stdin (podman 5.x, as root): the script runs in the real bash
   with the guest's ``/etc/`` mapped to the staged root and the launchers first on PATH.
 
-Every line is logged to the harness's ssh log as JSON ``{"user", "command"}``.
+Every line is logged to the harness's ssh log as JSON ``{"user", "command"}``. A login as ``root``
+(podman 5's proxy script) then runs as the harness's podman user (``guest_uid``/``guest_gid``): the
+guest's root owns the staged root, never anything on the host.
 Usage: ``python3 forced_command.py HARNESS_JSON`` (PYTHONPATH holds fpvm's sources).
 """
 
@@ -106,6 +108,10 @@ def main() -> int:
     if not line:
         print("interactive logins are not emulated", file=sys.stderr)
         return 1
+    if os.geteuid() == 0 and "guest_uid" in cfg:
+        os.setgroups([])
+        os.setgid(int(cfg["guest_gid"]))
+        os.setuid(int(cfg["guest_uid"]))
     try:
         commands = split_commands(line)
     except ValueError as exc:
