@@ -99,6 +99,8 @@ class Replay:
         self.p9_devices: list[dict[str, Any]] = []
         self.dirs: dict[str, bool] = {}
         self.system_conf = ""
+        self.sock_at_boot: str | None = None
+        self.sock_after: str | None = None
 
     def make_key(self) -> str:
         self.key.parent.mkdir(mode=0o700, exist_ok=True)
@@ -196,6 +198,11 @@ class Replay:
         self.dirs = {t: (staged / t.lstrip("/")).is_dir() for t in (RW_TARGET, RO_TARGET)}
         self.system_conf = (staged / "etc/systemd/system.conf.d/default-env.conf").read_text()
         self.uid = self.h.user.pw_uid
+        self.sock_after = self.docker_sock()
+
+    def docker_sock(self) -> str | None:
+        link = self.h.staged / "var/run/docker.sock"
+        return os.readlink(link) if link.is_symlink() else None
 
 
 def replayed(scenario: str) -> Replay:
@@ -206,6 +213,7 @@ def replayed(scenario: str) -> Replay:
     try:
         h.start_sshd()
         qemu = r.boot(scenario)
+        r.sock_at_boot = r.docker_sock()
         r.replay()
         r.observe()
     finally:
@@ -221,7 +229,7 @@ def replayed(scenario: str) -> Replay:
 @pytest.fixture(scope="module")
 def replays() -> dict[str, Replay]:
     _require_peers()
-    return {scenario: replayed(scenario) for scenario in ("with-helpers", "without-helpers")}
+    return {s: replayed(s) for s in ("with-helpers", "without-helpers", "rootful-with-helpers")}
 
 
 @pytest.fixture
@@ -234,7 +242,12 @@ def without_helpers(replays: dict[str, Replay]) -> Replay:
     return replays["without-helpers"]
 
 
-@pytest.fixture(params=["with-helpers", "without-helpers"])
+@pytest.fixture
+def rootful(replays: dict[str, Replay]) -> Replay:
+    return replays["rootful-with-helpers"]
+
+
+@pytest.fixture(params=["with-helpers", "without-helpers", "rootful-with-helpers"])
 def replay(request: pytest.FixtureRequest, replays: dict[str, Replay]) -> Replay:
     return replays[str(request.param)]
 
@@ -252,9 +265,7 @@ def expected_mounts(machine: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def test_captured_machine_has_both_volumes(replay: Replay) -> None:
-    mounts = [(m["Target"], m["ReadOnly"], m["Type"]) for m in replay.machine["Mounts"]]
-    assert mounts == [(RW_TARGET, False, "virtiofs"), (RO_TARGET, True, "virtiofs")]
+def test_captured_runs_init_and_stop(replay: Replay) -> None:
     assert replay.run["steps"]["init"]["returncode"] == 0
     assert replay.run["steps"]["stop"]["returncode"] == 0
     assert "stopped successfully" in replay.run["steps"]["stop"]["stdout"]
@@ -262,6 +273,8 @@ def test_captured_machine_has_both_volumes(replay: Replay) -> None:
 
 def test_with_helpers_podman_started_and_every_volume_is_a_p9fs_mount(with_helpers: Replay) -> None:
     replay = with_helpers
+    mounts = [(m["Target"], m["ReadOnly"], m["Type"]) for m in replay.machine["Mounts"]]
+    assert mounts == [(RW_TARGET, False, "virtiofs"), (RO_TARGET, True, "virtiofs")]
     assert any("offered as virtio-9p" in line for line in replay.run["helpers_log"])
     start = replay.run["steps"]["start"]
     assert start["returncode"] == 0 and 'Machine "fbsd" started successfully' in start["stdout"]
@@ -290,6 +303,9 @@ def test_with_helpers_podman_started_and_every_volume_is_a_p9fs_mount(with_helpe
         (m["Tag"][:31], m["ReadOnly"]) for m in replay.machine["Mounts"]
     ]
     assert replay.dirs == {RW_TARGET: True, RO_TARGET: True}
+    # rootless: docker.sock is the user's API socket, from the Ignition's tmpfiles line at boot
+    assert replay.run["docker_sock"] == f"/run/user/{CAPTURED_UID}/podman/podman.sock"
+    assert replay.sock_at_boot == replay.sock_after == f"/run/user/{replay.uid}/podman/podman.sock"
 
 
 def test_without_helpers_start_fails_with_fpvms_message(without_helpers: Replay) -> None:
@@ -306,6 +322,8 @@ def test_without_helpers_start_fails_with_fpvms_message(without_helpers: Replay)
     *before, last = replay.results
     assert [r.returncode for r in before] == [0] * len(before)
     assert last.returncode == 1 and message in last.stderr
+    mounts = [(m["Target"], m["ReadOnly"]) for m in replay.machine["Mounts"]]
+    assert mounts == [(RW_TARGET, False), (RO_TARGET, True)]
     assert replay.guest_commands == replay.run["guest_commands"] == [KLDLOAD, SYSCTL]
     assert replay.p9_devices == replay.run["p9_devices"] == []
 
@@ -318,3 +336,25 @@ def test_podmans_root_script_ran_as_the_guests_root(replay: Replay) -> None:
     assert replay.results[replay.run["ssh_commands"].index(entries[0])].returncode == 0
     assert replay.system_conf == "[Manager]\n"  # /etc of the guest: the staged root
     assert replay.run["ssh_commands"][0] == {"user": USER, "command": "true"}  # podman's readiness probe
+
+
+def test_rootful_start_points_docker_sock_at_roots_api(rootful: Replay) -> None:
+    """``machine set --rootful`` then start: podman's tmpfiles lines move docker.sock to root's socket."""
+    steps = rootful.run["steps"]
+    assert steps["set"]["returncode"] == 0 and steps["start"]["returncode"] == 0
+    assert rootful.run["docker_sock"] == "/run/podman/podman.sock"
+    commands = [e["command"] for e in rootful.run["ssh_commands"]]
+    assert commands[-2:] == [
+        'sudo bash -c \'echo "L+  /run/docker.sock   -    -    -     -   /run/podman/podman.sock" '
+        "> /etc/tmpfiles.d/podman-docker.conf'",
+        "sudo systemd-tmpfiles --create --prefix=/run/docker.sock",
+    ]
+    assert [r.returncode for r in rootful.results] == [0] * len(rootful.results)
+    # the boot made the rootless link (the Ignition was written before `set --rootful`); podman's
+    # lines, replayed, point it at root's socket
+    assert rootful.sock_at_boot == f"/run/user/{rootful.uid}/podman/podman.sock"
+    assert rootful.sock_after == "/run/podman/podman.sock"
+    # podman 5.8.2's default volume (HOME at the same path, no -v given) is a p9fs mount too
+    [home] = rootful.machine["Mounts"]
+    assert home["Source"] == home["Target"] and not home["ReadOnly"]
+    assert rootful.guest_commands == expected_mounts(rootful.machine) == rootful.run["guest_commands"]
