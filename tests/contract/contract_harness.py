@@ -1,4 +1,4 @@
-"""A simulated VM for the real podman 4.3.1 client: users, stand-ins, sshd, and podman as a user.
+"""A simulated VM for a real podman client (4.3.1; 5.x with ``podman5=True``): users, stand-ins, sshd.
 
 Layout (``base``, readable by the podman user, who owns most of it):
 
@@ -8,7 +8,10 @@ Layout (``base``, readable by the podman user, who owns most of it):
                          the standard library only, as it will on FreeBSD
     base/standins        qemu.py, gvproxy.py, forced_command.py
     base/bin             qemu (wrapper), gvproxy (wrapper, found through helper_binaries_dir),
-                         fpvm-record (``fpvm`` + ``--record``/``--root``), forced-command
+                         fpvm-record (``fpvm`` + ``--record``/``--root``, through standins/recording_shim.py,
+                         whose recording runner answers ``sysctl -e dev.virtio_p9fs`` with the 9p devices
+                         the stand-in qemu was given), forced-command; with ``podman5``: qemu-system-<arch>
+                         (the stand-in qemu under the name podman 5 looks up) and virtiofsd (a stand-in)
     base/linux-compat    the launcher scripts from ``fpvm.guest.compat.launchers()``
     base/staged          the guest's root, provisioned by the agent inside the stand-in qemu
     base/out             records and logs (agent.jsonl, shims.jsonl, ssh.jsonl, vm.log, ...)
@@ -17,7 +20,13 @@ Layout (``base``, readable by the podman user, who owns most of it):
 podman refuses to run as root, so it runs as ``USER`` through runuser with a clean environment.
 The login user of the "guest" is the same user (``podman machine init --username USER``): its
 Ignition entry then carries this user's uid and podman's key, and sshd (run as root on 127.0.0.1)
-authenticates it with the authorized_keys file the agent wrote into the staged root.
+authenticates it with the authorized_keys file the agent wrote into the staged root. podman 5 also
+logs in as ``root`` (its proxy script); sshd takes root's key from the staged ``/root/.ssh``, and the
+forced command drops to ``USER`` at once: the guest's "root" owns nothing on the host.
+
+With ``podman5=True`` the harness also has a small FreeBSD-looking disk (``freebsd.img``: a GPT with a
+freebsd-ufs partition entry, which is what fpvm's podman helpers look for) and ``setup_helpers()``
+runs ``fpvm podman-machine setup`` as ``USER``.
 """
 
 from __future__ import annotations
@@ -29,10 +38,12 @@ import pwd
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent.parent / "src" / "fpvm"
 USER = "fpvm-contract"
 MACHINE = "fbsd"
+FREEBSD_UFS = "516e7cb6-6ecf-11d6-8ff8-00022d09712b"  # GPT partition type of a FreeBSD UFS file system
 
 
 # A subset of FreeBSD 15's /etc/master.passwd and /etc/group (name, uid, gid, gecos, home, shell).
@@ -98,6 +110,8 @@ class Harness:
     sshd_port: int = 0
     sshd: subprocess.Popen[bytes] | None = None
     results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    podman_cmd: str = "podman"
+    podman5: bool = False
 
     # -- paths ------------------------------------------------------------------------------------
     @property
@@ -130,16 +144,21 @@ class Harness:
             "qemu_args": str(self.out / "qemu-args.json"),
             "gvproxy_args": str(self.out / "gvproxy-args.json"),
             "pids": str(self.out / "pids"),
+            "p9_devices": str(self.out / "p9-devices.json"),
+            "virtiofsd_args": str(self.out / "virtiofsd-args.jsonl"),
+            "guest_uid": self.user.pw_uid,
+            "guest_gid": self.user.pw_gid,
             "sshd_port": self.sshd_port,
         }
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
-    def create(cls) -> Harness:
+    def create(cls, podman: str = "podman", podman5: bool = False) -> Harness:
+        """A fresh simulated VM; ``podman`` is the client to run, ``podman5`` adds what 5.x looks up."""
         base = Path(tempfile.mkdtemp(prefix="fpvm-contract-", dir="/tmp"))
         base.chmod(0o755)
         user = ensure_user(USER, base / "home")
-        h = cls(base, user, system_python())
+        h = cls(base, user, system_python(), podman_cmd=podman, podman5=podman5)
         h.sshd_port = free_port()
         h._layout()
         return h
@@ -166,10 +185,16 @@ class Harness:
             b / "bin" / "fpvm-record",
             "#!/bin/sh\n"
             "a=$1 b=$2; shift 2\n"
-            f'PYTHONPATH={src} exec {py} -m fpvm "$a" "$b" --record {self.out}/shims.jsonl '
-            f'--root {self.staged} "$@"\n',
+            f'PYTHONPATH={src} exec {py} {b}/standins/recording_shim.py {cfg_path} "$a" "$b" '
+            f'--record {self.out}/shims.jsonl --root {self.staged} "$@"\n',
             0o755,
         )
+        if self.podman5:
+            arch = {"arm64": "aarch64", "amd64": "x86_64"}.get(os.uname().machine, os.uname().machine)
+            for name, standin in ((f"qemu-system-{arch}", "qemu.py"), ("virtiofsd", "virtiofsd.py")):
+                text = f'#!/bin/sh\nexec {py} {b}/standins/{standin} {cfg_path} "$@"\n'
+                write(b / "bin" / name, text, 0o755)
+            freebsd_disk(b / "freebsd.img")
         for name, text in launchers(fpvm=str(b / "bin" / "fpvm-record")).items():
             write(b / "linux-compat" / name, text, 0o755)
         write(
@@ -218,8 +243,10 @@ class Harness:
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
                     "PubkeyAuthentication yes",
-                    "PermitRootLogin no",
-                    f"AllowUsers {self.user.pw_name}",
+                    # podman 5 runs its proxy script as root: root's key is the one the agent wrote
+                    # into the staged /root (the Match block below); the forced command drops to USER.
+                    "PermitRootLogin prohibit-password",
+                    f"AllowUsers {self.user.pw_name} root",
                     f"ForceCommand {self.base}/bin/forced-command",
                     "AllowTcpForwarding no",
                     "X11Forwarding no",
@@ -227,6 +254,8 @@ class Harness:
                     "PrintLastLog no",
                     "MaxStartups 100",
                     "LogLevel VERBOSE",
+                    "Match User root",
+                    f"    AuthorizedKeysFile {self.staged}/root/.ssh/authorized_keys",
                     "",
                 ]
             ),
@@ -262,10 +291,14 @@ class Harness:
     def as_user(
         self, argv: list[str], timeout: float = 90, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` as the podman user in a process group of its own (killed whole on timeout)."""
+        """Run ``argv`` as the podman user in a process group of its own (killed whole on timeout).
+
+        Under standins/subreaper.py: what podman leaves running (gvproxy, QEMU) is reaped the moment
+        it exits, as by a host's init (podman 5's stop checks that gvproxy is gone within ~250 ms).
+        """
         cmd = ["runuser", "-u", self.user.pw_name, "--", "env", "-i", *self.env(), *argv]
         proc = subprocess.Popen(
-            cmd,
+            [self.python, str(HERE / "standins" / "subreaper.py"), *cmd],
             cwd=self.base,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -283,7 +316,13 @@ class Harness:
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     def podman(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        return self.as_user(["podman", *args], timeout=timeout)
+        return self.as_user([self.podman_cmd, *args], timeout=timeout)
+
+    def setup_helpers(self) -> subprocess.CompletedProcess[str]:
+        """``fpvm podman-machine setup`` as the podman user (fpvm's sources, the system python3)."""
+        return self.as_user(
+            ["env", f"PYTHONPATH={self.base / 'src'}", self.python, "-m", "fpvm", "podman-machine", "setup"]
+        )
 
     def machine_json(self) -> Path:
         return self.home / ".config" / "containers" / "podman" / "machine" / "qemu" / f"{MACHINE}.json"
@@ -319,6 +358,17 @@ class Harness:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.sshd.wait(5)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def freebsd_disk(path: Path) -> None:
+    """A 1 MiB raw disk: protective MBR, a GPT header at LBA 1 and one freebsd-ufs partition entry."""
+    data = bytearray(1 << 20)
+    data[446 + 4] = 0xEE
+    data[510:512] = b"\x55\xaa"
+    data[512:520] = b"EFI PART"
+    data[512 + 72 : 512 + 88] = struct.pack("<QII", 2, 128, 128)
+    data[1024 : 1024 + 16] = uuid.UUID(FREEBSD_UFS).bytes_le
+    path.write_bytes(bytes(data))
 
 
 def _owned_by(pid: int, uid: int) -> bool:

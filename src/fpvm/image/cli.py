@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "push",
         help="push a layout made by `fpvm image package` to a registry under one or more tags",
         description="Push the layout's index to every REF (docker://REGISTRY/NAME:TAG), e.g. the release "
-        "tag and podman's own versions (5.6, 5.7, 5.8) so that untagged podman references resolve.",
+        "tag and `latest` (an untagged reference means latest, for podman 5.8.2 as for fpvm).",
     )
     pu.add_argument("layout", type=Path, metavar="LAYOUT")
     pu.add_argument("refs", nargs="+", metavar="REF", help="docker://REGISTRY/NAME:TAG")

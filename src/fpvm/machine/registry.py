@@ -114,7 +114,8 @@ def cache_dir() -> Path:
 def fetch(ref: str, arch: str, *, tls_verify: bool = True, show_progress: bool = True) -> Path:
     """The compressed disk for ``arch`` from ``ref``, in the cache (downloaded once per digest).
 
-    The file is named ``<sha256>.<format>.<compression>`` as podman names its cache; its digest is
+    The file is named ``<layer sha256>.<format>.<compression>`` (podman 5.8.2 names its cache file after
+    the manifest's digest, with the same suffix); its digest is
     checked while it downloads and a mismatch leaves nothing behind.
     """
     from fpvm.progress import progress

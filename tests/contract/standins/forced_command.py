@@ -14,7 +14,10 @@ on its secure_path. Here the line (``SSH_ORIGINAL_COMMAND``) is parsed, never ex
 * ``/usr/bin/bash`` with a script on stdin (podman 5.x, as root): the script runs in the real bash
   with the guest's ``/etc/`` mapped to the staged root and the launchers first on PATH.
 
-Every line is logged to the harness's ssh log as JSON ``{"user", "command"}``.
+Every line is logged to the harness's ssh log as JSON ``{"user", "command"}`` (with ``"stdin"``, the
+script, for a bare ``bash``: what a replay needs). A login as ``root``
+(podman 5's proxy script) then runs as the harness's podman user (``guest_uid``/``guest_gid``): the
+guest's root owns the staged root, never anything on the host.
 Usage: ``python3 forced_command.py HARNESS_JSON`` (PYTHONPATH holds fpvm's sources).
 """
 
@@ -65,16 +68,19 @@ def run_bash_c(cfg: dict[str, Any], script: str) -> int:
     return 127
 
 
-def run_bash_stdin(cfg: dict[str, Any]) -> int:
+def run_bash_stdin(cfg: dict[str, Any], script: str) -> int:
     """podman 5.x's proxy script: real bash, guest /etc mapped into the staged root."""
-    script = sys.stdin.read()
     staged_etc = os.path.join(cfg["staged"], "etc") + "/"
     script = script.replace("/etc/", staged_etc)
     env = {"PATH": f"{cfg['launchers']}:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": cfg["staged"]}
     return subprocess.run(["/bin/bash"], input=script, text=True, env=env, check=False).returncode
 
 
-def run_one(cfg: dict[str, Any], argv: list[str]) -> int:
+def is_bare_bash(argv: list[str]) -> bool:
+    return len(argv) == 1 and os.path.basename(argv[0]) == "bash"
+
+
+def run_one(cfg: dict[str, Any], argv: list[str], stdin: str = "") -> int:
     if argv[0] == "sudo":
         argv = argv[1:]
     if not argv:
@@ -92,8 +98,8 @@ def run_one(cfg: dict[str, Any], argv: list[str]) -> int:
         return 0
     if name == "bash" and len(argv) == 3 and argv[1] == "-c":
         return run_bash_c(cfg, argv[2])
-    if name == "bash" and len(argv) == 1:
-        return run_bash_stdin(cfg)
+    if is_bare_bash(argv):
+        return run_bash_stdin(cfg, stdin)
     print(f"{argv[0]}: not emulated by the contract test's guest shell", file=sys.stderr)
     return 127
 
@@ -101,20 +107,32 @@ def run_one(cfg: dict[str, Any], argv: list[str]) -> int:
 def main() -> int:
     cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     line = os.environ.get("SSH_ORIGINAL_COMMAND", "")
-    with open(cfg["ssh_log"], "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"user": getpass.getuser(), "command": line}) + "\n")
-    if not line:
-        print("interactive logins are not emulated", file=sys.stderr)
-        return 1
+    entry = {"user": getpass.getuser(), "command": line}  # sshd's USER: "root" stays "root" here
+    if os.geteuid() == 0 and "guest_uid" in cfg:
+        os.setgroups([])
+        os.setgid(int(cfg["guest_gid"]))
+        os.setuid(int(cfg["guest_uid"]))
     try:
         commands = split_commands(line)
     except ValueError as exc:
-        print(f"cannot run {line!r}: {exc}", file=sys.stderr)
+        commands, refused = [], exc
+    else:
+        refused = None
+    stdin = sys.stdin.read() if any(is_bare_bash(c) for c in commands) else ""
+    if stdin:
+        entry["stdin"] = stdin
+    with open(cfg["ssh_log"], "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    if not line:
+        print("interactive logins are not emulated", file=sys.stderr)
+        return 1
+    if refused is not None:
+        print(f"cannot run {line!r}: {refused}", file=sys.stderr)
         return 2
     status = 0
     for argv in commands:
         sys.stdout.flush()
-        status = run_one(cfg, argv)
+        status = run_one(cfg, argv, stdin)
     return status
 
 

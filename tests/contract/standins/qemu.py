@@ -12,6 +12,13 @@ Two ways to run it (standard library only; both as a wrapper script's ``exec``):
 ``python3 qemu.py HARNESS_JSON QEMU_ARGS...`` -- the podman contract tests (tests/contract): the "boot"
 is fpvm's guest agent provisioning a staged root from the fw_cfg file named on the command line;
 ``Ready`` is written only after it succeeded; the harness JSON names the log, pid and result files.
+The virtio-9p devices of the command line (``-virtfs``, or ``-fsdev local,id=F,...`` with ``-device
+virtio-9p-pci,fsdev=F,mount_tag=T``) are written, in device order, to the harness's ``p9_devices``
+file: what the FreeBSD guest would see as ``dev.virtio_p9fs.<unit>.p9fs_mount_tag`` (the guest shell's
+recording runner answers ``sysctl -e dev.virtio_p9fs`` from it).
+
+Client sockets (``-chardev socket,...`` without ``server=on``, e.g. podman 5's virtiofsd sockets) are
+connected at start and held for the VM's life, as QEMU does; a missing one fails like QEMU.
 
 ``python3 qemu.py QEMU_ARGS...`` -- fpvm's own tests, steered by the environment:
 - ``FAKE_QEMU_RECORD=FILE``: append each command line as a JSON line (probes included).
@@ -100,7 +107,15 @@ def option_map(value: str) -> dict[str, str]:
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {"chardevs": {}, "virtfs": [], "ready_id": None, "drives": {}, "accels": []}
+    found: dict[str, Any] = {
+        "chardevs": {},
+        "virtfs": [],
+        "fsdevs": {},
+        "p9": [],
+        "ready_id": None,
+        "drives": {},
+        "accels": [],
+    }
     i = 0
     while i < len(argv):
         opt = argv[i]
@@ -128,7 +143,17 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
         elif opt == "-pidfile":
             found["pidfile"] = val
         elif opt == "-virtfs":
-            found["virtfs"].append(option_map(val.split(",", 1)[1]))
+            virtfs = option_map(val.split(",", 1)[1])
+            found["virtfs"].append(virtfs)
+            found["p9"].append(_p9_device(virtfs.get("mount_tag", ""), virtfs))
+        elif opt == "-fsdev":
+            kind, _, rest = val.partition(",")
+            fsdev = option_map(rest)
+            fsdev["kind"] = kind
+            found["fsdevs"][fsdev.get("id", "")] = fsdev
+        elif opt == "-device" and split_options(val)[0] == "virtio-9p-pci":
+            dev = option_map(val.split(",", 1)[1] if "," in val else "")
+            found["p9"].append({"fsdev": dev.get("fsdev", ""), "tag": dev.get("mount_tag", "")})
         elif opt == "-drive":
             m = option_map(val)
             if "id" in m:
@@ -149,7 +174,27 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
         i += 2 if opt.startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-") else 1
     chardev = found["chardevs"].get(found["ready_id"] or "", {})
     found["ready"] = chardev.get("path", "")
+    # a virtio-9p-pci device takes its folder (and its tag, when the device has none) from its -fsdev
+    for dev in found["p9"]:
+        if "fsdev" in dev:
+            fsdev = found["fsdevs"].get(dev.pop("fsdev"), {})
+            dev.update(_p9_device(dev["tag"] or fsdev.get("mount_tag", ""), fsdev))
     return found
+
+
+def _p9_device(tag: str, opts: dict[str, str]) -> dict[str, Any]:
+    """One 9p device as the guest sees it: tag, host folder, read-only (``readonly`` or ``readonly=on``)."""
+    readonly = "readonly" in opts and opts["readonly"] not in ("off", "false", "no")
+    return {"tag": tag, "path": opts.get("path", ""), "readonly": readonly}
+
+
+def client_sockets(args: dict[str, Any]) -> list[tuple[str, str]]:
+    """(id, path) of every ``-chardev socket`` QEMU connects to rather than listens on."""
+    return [
+        (cid, c["path"])
+        for cid, c in args["chardevs"].items()
+        if c.get("kind") == "socket" and c.get("path") and c.get("server", "off") in ("off", "false", "no")
+    ]
 
 
 def accel_failure(args: dict[str, Any], program: str) -> str | None:
@@ -241,15 +286,18 @@ def qmp_session(recv: Any, send_bytes: Any, stop: threading.Event, log: Log, *, 
             if cmd == "system_powerdown":
                 # An asynchronous event may arrive before any reply; clients must skip it.
                 send({"event": "RTC_CHANGE", "data": {"offset": 0}, "timestamp": {"seconds": 0}})
-            send(reply)
-            if cmd == "quit" or (
+            stopping = cmd == "quit" or (
                 cmd == "system_powerdown" and not os.environ.get("FAKE_QEMU_IGNORE_POWERDOWN")
-            ):
-                if cmd == "system_powerdown":
+            )
+            try:
+                send(reply)
+                if stopping and cmd == "system_powerdown":
                     send(
                         {"event": "POWERDOWN", "timestamp": {"seconds": int(time.time()), "microseconds": 0}}
                     )
-                stop.set()
+            finally:
+                if stopping:  # also when the client hung up after the request (podman 5 does at once)
+                    stop.set()
 
 
 class Vm:
@@ -264,6 +312,22 @@ class Vm:
         self.booted = threading.Event()
         self.ok: list[bool] = []
         self.sshd: subprocess.Popen[bytes] | None = None
+        self.held: list[socket.socket] = []
+
+    def connect_clients(self, program: str) -> str | None:
+        """Connect every client chardev (QEMU does at start); QEMU's message when one is missing."""
+        for cid, path in client_sockets(self.args):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.connect(path)
+            except OSError as exc:
+                conn.close()
+                return (
+                    f"{program}: -chardev socket,id={cid},path={path}: "
+                    f"Failed to connect to '{path}': {exc.strerror}\n"
+                )
+            self.held.append(conn)  # closed when this process exits: the peer sees EOF, as with QEMU
+        return None
 
     def serve(self, path: str, handler: Any) -> None:
         server = listen(path)
@@ -407,6 +471,11 @@ def main() -> int:
     if console.get("kind") == "file" and "output" in args["drives"]:
         return build(args)
     vm = Vm(args, harness)
+    refused = vm.connect_clients(program)
+    if refused is not None:
+        vm.log(refused.strip())
+        sys.stderr.write(refused)
+        return 1
     if harness is not None:
         log = vm.log
         log("argv: " + json.dumps(argv))
@@ -414,6 +483,10 @@ def main() -> int:
         Path(harness["pids"], f"qemu-{os.getpid()}").write_text(f"{os.getpid()}\n", encoding="utf-8")
         with open(harness["qemu_args"], "w", encoding="utf-8") as fh:
             json.dump(args, fh)
+        if harness.get("p9_devices"):
+            devices = [{"unit": n, **dev} for n, dev in enumerate(args["p9"])]
+            with open(harness["p9_devices"], "w", encoding="utf-8") as fh:
+                json.dump(devices, fh)
         signal.signal(signal.SIGTERM, lambda *_: vm.stop.set())
     else:
 
