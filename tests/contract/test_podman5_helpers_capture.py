@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from contract_harness import USER, Harness
 
-from podman_fixtures import FIXTURES
+from fpvm_support import FIXTURES
 
 pytestmark = pytest.mark.slow
 

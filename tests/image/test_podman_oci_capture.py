@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from fpvm.machine import registry as reg
-from podman_fixtures import FIXTURES
+from fpvm_support import FIXTURES
 
 CAPTURE = FIXTURES / "podman-5.8.2-oci-pull-capture"
 
