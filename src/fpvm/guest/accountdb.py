@@ -3,7 +3,7 @@
 This module only reads, indexes and writes the text files (passwd(5), group(5)); what to do with an
 account is ``fpvm.guest.passwd``'s job. Why one database for the whole run: provisioning thousands
 of users must cost time linear in their number, so every lookup is a dict lookup, free ids come from
-a cursor, and the files are written once at the end (``AccountDB.commit``) instead of after each
+a cursor, and the files are written once at the end (``AccountDB.save``) instead of after each
 account.
 
 Lines are split at ``\\n`` only (never ``str.splitlines``, which also splits at ``\\v``, ``\\f``,
@@ -327,13 +327,6 @@ class AccountDB:
         root.write(PASSWD, passwd.encode(), 0o644, 0, 0)
         root.write(GROUP, group.encode(), 0o644, 0, 0)
         self.dirty = False
-
-    def commit(self, root: RootFS) -> bool:
-        """Write the files once if anything changed in memory; True when written."""
-        if not self.dirty:
-            return False
-        self.save(root)
-        return True
 
 
 def system_account_names(db: AccountDB) -> list[str]:

@@ -27,7 +27,7 @@ from fpvm.contract import API_SOCKET as API_SOCKET  # re-exported: callers find 
 from fpvm.contract import RUN_API_SOCKET as RUN_SOCKET
 from fpvm.contract import USER_RUN_DIR
 from fpvm.contract import user_api_socket as user_socket_path
-from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.actions import Action
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -84,15 +84,8 @@ class UserSocketAction(Action):
 
     kind = "user-api-socket"
 
-    def __init__(
-        self,
-        user: str,
-        uid: int | None,
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, user: str, uid: int | None, source: str = "") -> None:
+        super().__init__(source, "translate")
         self.user = user
         self.uid = uid
 
@@ -133,15 +126,8 @@ class ApiGroupAction(Action):
 
     kind = "api-group"
 
-    def __init__(
-        self,
-        user: str,
-        group: str | None = None,
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, user: str, group: str | None = None, source: str = "") -> None:
+        super().__init__(source, "translate")
         self.user = user
         self.group = group
 
@@ -200,4 +186,3 @@ def plan_api_socket(users: Iterable[PodmanUser]) -> list[Action]:
         actions.append(ApiGroupAction(name, source=path))
         actions.append(UserSocketAction(name, uid, source=path))
     return actions
-

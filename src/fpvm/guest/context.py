@@ -102,12 +102,12 @@ class State:
         self.data[key] = value
 
     def save(self, root: RootFS) -> bool:
-        text = json.dumps(self.data, sort_keys=True, indent=2)
-        if json.dumps(self.data, sort_keys=True) == self._saved and root.exists(STATE_FILE):
+        compact = json.dumps(self.data, sort_keys=True)
+        if compact == self._saved and root.exists(STATE_FILE):
             return False
         root.makedirs(STATE_DIR, 0o700)
-        root.write(STATE_FILE, text.encode() + b"\n", 0o600)
-        self._saved = json.dumps(self.data, sort_keys=True)
+        root.write(STATE_FILE, json.dumps(self.data, sort_keys=True, indent=2).encode() + b"\n", 0o600)
+        self._saved = compact
         return True
 
 
@@ -159,15 +159,13 @@ class ApplyContext:
         self.commit_accounts()
         self._accounts = None
 
-    def commit_accounts(self) -> bool:
+    def commit_accounts(self) -> None:
         """Write the staged account files once (recording only: on a live system pw wrote them)."""
         acc = self._accounts
-        if acc is None or not acc.dirty:
-            return False
-        if not self.recording:
+        if acc is not None and acc.dirty:
+            if self.recording:
+                acc.save(self.root)
             acc.dirty = False
-            return False
-        return acc.commit(self.root)
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
         self.log.info("run: " + " ".join(argv))
@@ -186,4 +184,3 @@ def make_context(
     if runner is None:
         runner = RecordingRunner(record) if record is not None else SubprocessRunner()
     return ApplyContext(fs, runner, Log(echo), State.load(fs))
-

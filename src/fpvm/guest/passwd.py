@@ -109,27 +109,6 @@ class Batch:
     def __init__(self) -> None:
         self.remaining = 0
 
-    def join(self) -> Batch:
-        self.remaining += 1
-        return self
-
-
-def _finish(ctx: ApplyContext, batch: Batch | None) -> None:
-    if batch is not None:
-        batch.remaining -= 1
-        if batch.remaining > 0:
-            return
-    ctx.commit_accounts()
-
-
-def base_accounts(ctx: ApplyContext) -> set[str]:
-    """Names of the base system's accounts, as the agent first found them (kept in its state)."""
-    _ = ctx.accounts  # loading the database records the names on the first run
-    saved = ctx.state.get(BASE_ACCOUNTS_KEY)
-    if isinstance(saved, list):
-        return {n for n in saved if isinstance(n, str)}
-    return set()
-
 
 def shares_home(acc: AccountDB, entry: PwEntry, home: str | None = None) -> PwEntry | None:
     """Another account with another uid whose home is ``home`` (default: the entry's own)."""
@@ -140,8 +119,13 @@ def shares_home(acc: AccountDB, entry: PwEntry, home: str | None = None) -> PwEn
 
 
 def is_protected(ctx: ApplyContext, entry: PwEntry) -> bool:
-    """Whether ``entry`` is a base-system account the config may not re-key, re-number, move or remove."""
-    return entry.name in base_accounts(ctx)
+    """Whether ``entry`` is a base-system account the config may not re-key, re-number, move or remove.
+
+    The base system's accounts are the names the agent first found, kept in its state.
+    """
+    _ = ctx.accounts  # loading the database records the names on the first run
+    saved = ctx.state.get(BASE_ACCOUNTS_KEY)
+    return isinstance(saved, list) and entry.name in saved
 
 
 def pw(ctx: ApplyContext, *args: str) -> list[str]:
@@ -164,13 +148,20 @@ def _executable(ctx: ApplyContext, path: str) -> bool:
 class _AccountAction(Action):
     """An account action of a ``Batch``: the last one to finish writes the account files."""
 
-    batch: Batch | None = None
+    def __init__(self, source: str, disposition: Disposition, note: str, batch: Batch | None) -> None:
+        super().__init__(source, disposition, note)
+        self.batch = batch
+        if batch is not None:
+            batch.remaining += 1
 
     def apply(self, ctx: ApplyContext) -> bool:
         try:
             return self._apply(ctx)
         finally:
-            _finish(ctx, self.batch)
+            if self.batch is not None:
+                self.batch.remaining -= 1
+            if self.batch is None or self.batch.remaining <= 0:
+                ctx.commit_accounts()
 
     def _apply(self, ctx: ApplyContext) -> bool:
         raise NotImplementedError
@@ -182,10 +173,9 @@ class GroupAction(_AccountAction):
     kind = "group"
 
     def __init__(self, name: str, gid: int | None, source: str = "", batch: Batch | None = None) -> None:
-        super().__init__(source)
+        super().__init__(source, "apply", "", batch)
         self.name = name
         self.gid = gid
-        self.batch = batch.join() if batch is not None else None
 
     def describe(self) -> str:
         return f"group {self.name}" + (f" gid {self.gid}" if self.gid is not None else "")
@@ -201,11 +191,9 @@ class GroupAction(_AccountAction):
                 ctx.log.warn(f"group {self.name} exists with gid {existing.gid}, not {self.gid}; left as is")
             return False
         gid = self.gid
-        if gid is not None and acc.group_by_gid(gid) is not None:
-            other = acc.group_by_gid(gid)
-            ctx.log.warn(
-                f"gid {gid} belongs to group {other.name if other else '?'}; {self.name} gets a free gid"
-            )
+        other = acc.group_by_gid(gid) if gid is not None else None
+        if other is not None:
+            ctx.log.warn(f"gid {gid} belongs to group {other.name}; {self.name} gets a free gid")
             gid = None
         argv = pw(ctx, "groupadd", "-n", self.name)
         if gid is not None:
@@ -243,7 +231,7 @@ class UserAction(_AccountAction):
         note: str = "",
         batch: Batch | None = None,
     ) -> None:
-        super().__init__(source, disposition, note)
+        super().__init__(source, disposition, note, batch)
         self.name = name
         self.uid = uid
         self.gecos = gecos
@@ -255,7 +243,6 @@ class UserAction(_AccountAction):
         self.password_hash = password_hash
         self.create_home = create_home
         self.should_exist = should_exist
-        self.batch = batch.join() if batch is not None else None
 
     def describe(self) -> str:
         if not self.should_exist:

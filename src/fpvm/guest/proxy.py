@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import rcconf
-from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.actions import Action
 from fpvm.safetext import bad_char
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ SYSTEM_CONF_D_DIR = "/etc/systemd/system.conf.d/"
 CERT_STATE_KEY = "cert_env"
 
 # Linux path podman uses for certificates -> where fpvm puts /etc/containers/* on FreeBSD.
-_CERT_PATHS = (("/etc/containers/", "/usr/local/etc/containers/"),)
+_CERT_LINUX, _CERT_FREEBSD = "/etc/containers/", "/usr/local/etc/containers/"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -201,13 +201,8 @@ def _bash_word(text: str) -> str:
         if c == "\\" and i + 1 < n:
             out.append(text[i + 1])
             i += 2
-        elif c == "'":
-            end = text.find("'", i + 1)
-            end = n if end < 0 else end
-            out.append(text[i + 1 : end])
-            i = end + 1
-        elif c == '"':
-            end = text.find('"', i + 1)
+        elif c in "'\"":
+            end = text.find(c, i + 1)
             end = n if end < 0 else end
             out.append(text[i + 1 : end])
             i = end + 1
@@ -245,10 +240,7 @@ def parse_environment_d(text: str) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        word = _bash_word(line)
-        name, sep, value = word.partition("=")
-        if sep and _NAME.fullmatch(name):
-            env[name] = value
+        env.update(_assignments([_bash_word(line)]))
     return env
 
 
@@ -271,11 +263,14 @@ def parse_default_environment(text: str) -> dict[str, str]:
             words = shlex.split(rest)
         except ValueError:
             continue
-        for word in words:
-            name, sep, value = word.partition("=")
-            if sep and _NAME.fullmatch(name):
-                env[name] = value
+        env.update(_assignments(words))
     return env
+
+
+def _assignments(words: list[str]) -> dict[str, str]:
+    """The ``NAME=value`` words among ``words`` (other words are skipped)."""
+    pairs = (word.partition("=") for word in words)
+    return {name: value for name, sep, value in pairs if sep and _NAME.fullmatch(name)}
 
 
 def cert_env_from_config(config: Config, read: Callable[[Resource], bytes | None]) -> dict[str, str]:
@@ -342,10 +337,8 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     for name in ALLOWED_VARS:
         if name in env and env[name] != "" and name not in unsafe:
             value = env[name]
-            if name.startswith("SSL_CERT_"):
-                for linux, freebsd in _CERT_PATHS:
-                    if value.startswith(linux):
-                        value = freebsd + value[len(linux) :]
+            if name.startswith("SSL_CERT_") and value.startswith(_CERT_LINUX):
+                value = _CERT_FREEBSD + value[len(_CERT_LINUX) :]
             accepted[name] = value
     for name in PROXY_VARS:
         other = name.upper() if name.islower() else name.lower()
@@ -411,14 +404,8 @@ class ProxyEnvAction(Action):
 
     kind = "proxy-env"
 
-    def __init__(
-        self,
-        env: dict[str, str],
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, env: dict[str, str], source: str = "") -> None:
+        super().__init__(source, "translate")
         self.env, self.rejected = normalise(env)
         self.unsafe = unsafe_values(env)
 
@@ -444,4 +431,3 @@ class ProxyEnvAction(Action):
         if changed:
             ctx.log.info(self.describe())
         return changed
-

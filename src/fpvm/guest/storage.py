@@ -85,26 +85,22 @@ def classify(path: str) -> Placement:
             return Placement("ignore", (), f"Linux-only: {why}")
     if "/.config/systemd/" in path + "/":
         return Placement("ignore", (), "Linux-only: systemd user units")
+    if path == HOSTNAME:
+        return Placement("translate", (), "hostname goes to /etc/rc.conf.d/hostname")
+    if not _under(path, CONTAINERS_LINUX):
+        return Placement("apply", (path,))  # also the marker /etc/podman-machine
+    mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
     if path in MARKERS:
-        if path.startswith(CONTAINERS_LINUX + "/"):
-            mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
-            return Placement(
-                "translate", (path, mapped), "machine marker: Linux path (podman reads it) + FreeBSD"
-            )
-        return Placement("apply", (path,))
+        return Placement(
+            "translate", (path, mapped), "machine marker: Linux path (podman reads it) + FreeBSD"
+        )
     if _under(path, CERTS_LINUX):
         # podman 4.x-5.8 also sets SSL_CERT_FILE/SSL_CERT_DIR to these Linux paths (fw_cfg environment,
         # /etc/profile.d/podman-machine-ssl.sh): keep them valid beside the FreeBSD copy podman reads.
-        mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
         return Placement(
             "translate", (mapped, path), "certificates: FreeBSD path (podman) + Linux path (SSL_CERT_*)"
         )
-    if _under(path, CONTAINERS_LINUX):
-        mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
-        return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")
-    if path == HOSTNAME:
-        return Placement("translate", (), "hostname goes to /etc/rc.conf.d/hostname")
-    return Placement("apply", (path,))
+    return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")
 
 
 def map_link_target(target: str) -> tuple[str, str]:
