@@ -186,3 +186,4 @@ def plan_api_socket(users: Iterable[PodmanUser]) -> list[Action]:
         actions.append(ApiGroupAction(name, source=path))
         actions.append(UserSocketAction(name, uid, source=path))
     return actions
+

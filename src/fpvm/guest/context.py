@@ -184,3 +184,4 @@ def make_context(
     if runner is None:
         runner = RecordingRunner(record) if record is not None else SubprocessRunner()
     return ApplyContext(fs, runner, Log(echo), State.load(fs))
+

@@ -87,14 +87,11 @@ class MountRequest:
     def __init__(
         self, tag: str, target: str, readonly: bool = False, fstype: str = "9p", origin: str = ""
     ) -> None:
-        for name, value in (
-            ("tag", tag),
-            ("target", target),
-            ("readonly", readonly),
-            ("fstype", fstype),
-            ("origin", origin),
-        ):
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "readonly", readonly)
+        object.__setattr__(self, "fstype", fstype)
+        object.__setattr__(self, "origin", origin)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"MountRequest is immutable: cannot set {name}")

@@ -431,3 +431,4 @@ class ProxyEnvAction(Action):
         if changed:
             ctx.log.info(self.describe())
         return changed
+

@@ -26,6 +26,7 @@ LEGEND = (
     ("translate", "done the FreeBSD way (another path, rc.conf.d instead of systemd ...); how and why below"),
     ("ignore", "not done: Linux-only or not supported in the VM; why below"),
 )
+SECTIONS = ("users", "files", "directories", "links", "units", "devices", "kernel arguments")
 # The reason of an item the plan has no action for.
 NO_ACTION = "nothing to do on FreeBSD: the guest leaves it alone"
 
@@ -33,25 +34,6 @@ NO_ACTION = "nothing to do on FreeBSD: the guest leaves it alone"
 # Exit status when the config file cannot be read (missing, a directory, no permission): the same as
 # ``fpvm ignition validate``'s; an invalid config is 1.
 EXIT_UNREADABLE = 2
-
-
-class _Unreadable(Exception):
-    """The config file could not be read; the message is the one line to print."""
-
-
-def _read(path: str) -> tuple[Config | None, list[str]]:
-    """Load the config at ``path`` (``-``: standard input) -> (config or None, problems)."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read()
-    except OSError as exc:
-        raise _Unreadable(f"{path}: cannot read: {exc.strerror or exc}") from None
-    from fpvm.guest.provision import load_config
-
-    return load_config(data)
 
 
 def _plan(config: Config, root: str | None, fetch_remote: bool) -> tuple[list[Action] | None, list[str]]:
@@ -141,15 +123,7 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
         info["actions"] = [a.describe() for a in acts]
         return info
 
-    out: dict[str, list[dict[str, Any]]] = {
-        "users": [],
-        "files": [],
-        "directories": [],
-        "links": [],
-        "units": [],
-        "devices": [],
-        "kernel arguments": [],
-    }
+    out: dict[str, list[dict[str, Any]]] = {section: [] for section in SECTIONS}
     for i, u in enumerate(config.passwd.users):
         keys = [
             k.split()[0] + " …" + (k.split()[-1] if len(k.split()) > 2 else "") for k in u.ssh_authorized_keys
@@ -233,12 +207,19 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def _load(path: str, root: str | None, fetch_remote: bool) -> tuple[Config, list[Action]] | int:
-    """The config at ``path`` and its plan, or the exit status after the message (unreadable, invalid)."""
+    """The config at ``path`` (``-``: stdin) and its plan, or the exit status after the message."""
     try:
-        config, problems = _read(path)
-    except _Unreadable as exc:
-        print(exc, file=sys.stderr)
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_UNREADABLE
+    from fpvm.guest.provision import load_config
+
+    config, problems = load_config(data)
     if config is None:
         return _invalid(path, problems)
     actions, problems = _plan(config, root, fetch_remote)
