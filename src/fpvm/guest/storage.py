@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from fpvm.guest.context import ApplyContext
+    from fpvm.ignition.model import Directory, File, Link
 
 CONTAINERS_LINUX = "/etc/containers"
 CONTAINERS_FREEBSD = "/usr/local/etc/containers"
@@ -157,25 +158,18 @@ def _owner_text(owner: Owner) -> str:
 
 
 class _Node(Action):
+    """A file, directory or link of ``storage`` at ``path``, the FreeBSD place of the config's ``node``."""
+
     def __init__(
-        self,
-        path: str,
-        user: Owner,
-        group: Owner,
-        mode: int | None,
-        overwrite: bool,
-        source: str,
-        disposition: Disposition,
-        note: str,
-        config_path: str,
+        self, path: str, node: File | Directory | Link, source: str, place: Placement, mode: int | None = None
     ) -> None:
-        super().__init__(source, disposition, note)
+        super().__init__(source, place.disposition, place.note)
         self.path = path
-        self.user = user
-        self.group = group
+        self.user: Owner = (node.user.id, node.user.name)
+        self.group: Owner = (node.group.id, node.group.name)
         self.mode = mode
-        self.overwrite = overwrite
-        self.config_path = config_path  # the path as the config wrote it
+        self.overwrite = bool(node.overwrite)
+        self.config_path = node.path  # the path as the config wrote it
 
     def _owner_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path}
@@ -205,21 +199,15 @@ class FileAction(_Node):
     def __init__(
         self,
         path: str,
+        node: File,
+        source: str,
+        place: Placement,
         contents: bytes | None,
-        append: list[bytes] | None = None,
-        *,
-        user: Owner = (None, None),
-        group: Owner = (None, None),
-        mode: int | None = None,
-        overwrite: bool = False,
-        source: str = "",
-        disposition: Disposition = "apply",
-        note: str = "",
-        config_path: str | None = None,
+        append: list[bytes],
     ) -> None:
-        super().__init__(path, user, group, mode, overwrite, source, disposition, note, config_path or path)
+        super().__init__(path, node, source, place, node.mode)
         self.contents = contents
-        self.append = list(append or [])
+        self.append = append
 
     def describe(self) -> str:
         size = "keep contents" if self.contents is None else f"{len(self.contents)} bytes"
@@ -343,27 +331,12 @@ class DirectoryAction(_Node):
 class LinkAction(_Node):
     kind = "link"
 
-    def __init__(
-        self,
-        path: str,
-        target: str,
-        *,
-        hard: bool = False,
-        user: Owner = (None, None),
-        group: Owner = (None, None),
-        overwrite: bool = False,
-        source: str = "",
-        disposition: Disposition = "apply",
-        note: str = "",
-        config_path: str | None = None,
-        config_target: str | None = None,
-        force: bool = False,
-    ) -> None:
-        super().__init__(path, user, group, None, overwrite, source, disposition, note, config_path or path)
-        self.target = target
-        self.hard = hard
-        self.config_target = config_target or target
-        self.force = force  # replace even with overwrite false (translated links such as /etc/localtime)
+    def __init__(self, path: str, node: Link, source: str, place: Placement, target: str) -> None:
+        super().__init__(path, node, source, place)
+        self.target = target  # the config's target, mapped (map_link_target)
+        self.hard = bool(node.hard)
+        self.config_target = node.target or target
+        self.force = node.path == LOCALTIME  # replaced even with overwrite false: a translated link
 
     def describe(self) -> str:
         arrow = "=>" if self.hard else "->"
