@@ -34,6 +34,8 @@ MIN_ID = 1000  # pw.conf default minuid/mingid
 MAX_ID = 32000  # pw.conf default maxuid/maxgid
 SYSTEM_IDS = range(0, MIN_ID)  # FreeBSD's base system and ports accounts (hier(7), pw.conf)
 HIGH_SYSTEM_IDS = range(65533, 65536)  # nogroup, nobody
+# master.passwd(5)'s fields, in its order.
+MASTER_FIELDS = ("name", "password", "uid", "gid", "pw_class", "change", "expire", "gecos", "home", "shell")
 
 
 def check_field(value: str, what: str) -> str | None:
@@ -76,20 +78,7 @@ class PwEntry:
         self.expire = expire
 
     def master_line(self) -> str:
-        return ":".join(
-            [
-                self.name,
-                self.password,
-                str(self.uid),
-                str(self.gid),
-                self.pw_class,
-                self.change,
-                self.expire,
-                self.gecos,
-                self.home,
-                self.shell,
-            ]
-        )
+        return ":".join(str(getattr(self, field)) for field in MASTER_FIELDS)
 
     def passwd_line(self) -> str:
         return ":".join([self.name, "*", str(self.uid), str(self.gid), self.gecos, self.home, self.shell])
