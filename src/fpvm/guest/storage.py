@@ -171,7 +171,7 @@ class _Node(Action):
         self.overwrite = bool(node.overwrite)
         self.config_path = node.path  # the path as the config wrote it
 
-    def _owner_fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path}
         if self.config_path != self.path:
             out["config_path"] = self.config_path
@@ -215,7 +215,7 @@ class FileAction(_Node):
         return f"file {self.path}{self._suffix()}: {size}{app}"
 
     def fields(self) -> dict[str, Any]:
-        out = self._owner_fields()
+        out = super().fields()
         out["size"] = None if self.contents is None else len(self.contents)
         if self.append:
             out["append_sizes"] = [len(a) for a in self.append]
@@ -308,9 +308,6 @@ class DirectoryAction(_Node):
     def describe(self) -> str:
         return f"directory {self.path}{self._suffix()}"
 
-    def fields(self) -> dict[str, Any]:
-        return self._owner_fields()
-
     def apply(self, ctx: ApplyContext) -> bool:
         fs = ctx.root
         uid, gid = self._ids(ctx)
@@ -344,7 +341,7 @@ class LinkAction(_Node):
         return f"link {self.path} {arrow} {self.target}{was}"
 
     def fields(self) -> dict[str, Any]:
-        out = self._owner_fields()
+        out = super().fields()
         out["target"] = self.target
         out["hard"] = self.hard
         if self.config_target != self.target:
