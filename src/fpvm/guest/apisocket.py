@@ -107,10 +107,9 @@ class UserSocketAction(Action):
         root = ctx.root
         base = f"{USER_RUN_DIR}/{uid}"
         changed = root.makedirs(USER_RUN_DIR, 0o755)
-        changed |= root.makedirs(base, 0o700, account.uid, account.gid)
-        changed |= root.set_attrs(base, 0o700, account.uid, account.gid)
-        changed |= root.makedirs(f"{base}/podman", 0o700, account.uid, account.gid)
-        changed |= root.set_attrs(f"{base}/podman", 0o700, account.uid, account.gid)
+        for directory in (base, f"{base}/podman"):
+            changed |= root.makedirs(directory, 0o700, account.uid, account.gid)
+            changed |= root.set_attrs(directory, 0o700, account.uid, account.gid)
         changed |= root.symlink(user_socket_path(uid), USER_SOCKET_TARGET, account.uid, account.gid)
         if changed:
             ctx.log.info(f"{user_socket_path(uid)} -> {API_SOCKET} for {self.user}")
