@@ -387,11 +387,8 @@ class UserAction(_AccountAction):
             gid = acc.gid_of(self.primary_group)
             if gid is None:
                 raise RuntimeError(f"user {self.name}: primary group {self.primary_group} does not exist")
-        elif pending:
-            gid = -1
-            acc.add_group(GrEntry(self.name, gid))
-        else:
-            gid = uid if acc.group_by_gid(uid) is None else acc.next_gid()
+        else:  # the user's own group: gid = uid when free; -1 while only pw knows it (pending)
+            gid = -1 if pending else (uid if acc.group_by_gid(uid) is None else acc.next_gid())
             acc.add_group(GrEntry(self.name, gid))
         entry = PwEntry(
             self.name, self.password_hash or "*", uid, gid, self.gecos or "", home, shell or DEFAULT_SHELL

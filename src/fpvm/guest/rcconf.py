@@ -128,21 +128,16 @@ def update_text(text: str, values: dict[str, str | None]) -> str:
     lines = split_lines(text, keepends=True)
     for name, value in values.items():
         _check_name(name)
-        where = [i for i, line in enumerate(lines) if (m := _ASSIGN.match(line)) and m.group(1) == name]
+        found = [(i, m) for i, line in enumerate(lines) if (m := _ASSIGN.match(line)) and m.group(1) == name]
         if value is None:
-            for i in reversed(where):
+            for i, _ in reversed(found):
                 del lines[i]
             continue
-        current = None
-        if where:
-            m = _ASSIGN.match(lines[where[-1]])
-            assert m is not None
-            current = unquote(m.group(2))
-        if current == value:
+        if found and unquote(found[-1][1].group(2)) == value:
             continue
         new = f"{name}={sh_quote(value)}\n"
-        if where:
-            lines[where[-1]] = new
+        if found:
+            lines[found[-1][0]] = new
         else:
             if lines and not lines[-1].endswith("\n"):
                 lines[-1] += "\n"

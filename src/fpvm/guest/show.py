@@ -151,11 +151,7 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
             entry(f"$.storage.links[{i}]", path=link.path, target=link.target, hard=bool(link.hard))
         )
     for i, unit in enumerate(config.systemd.units):
-        state = (
-            "masked"
-            if unit.mask
-            else ("enabled" if unit.enabled else ("disabled" if unit.enabled is False else ""))
-        )
+        state = "masked" if unit.mask else {True: "enabled", False: "disabled", None: ""}[unit.enabled]
         where = f"$.systemd.units[{i}]"
         out["units"].append(entry(where, classify_unit(unit, where), name=unit.name, state=state))
     st = config.storage
