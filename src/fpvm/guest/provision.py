@@ -147,16 +147,15 @@ def provision(
     try:
         for action in actions:
             entry = action.to_json()
+            report.append(entry)
             try:
                 changed = action.apply(ctx)
             except (OSError, ValueError, RuntimeError, CommandError) as exc:
                 ctx.log.error(f"{action.describe()}: {exc}")
                 out.failed.append((action.describe(), str(exc)))
                 entry["error"] = str(exc)
-                report.append(entry)
                 continue
             entry["changed"] = changed
-            report.append(entry)
             if action.disposition == "ignore":
                 out.skipped.append(action.describe())
             elif changed:
