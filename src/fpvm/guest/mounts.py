@@ -31,7 +31,7 @@ from fpvm.contract import MountError as MountError  # re-exported with the rules
 from fpvm.contract import check_tag as check_tag
 from fpvm.contract import check_target as check_target
 from fpvm.contract import decode_mounts
-from fpvm.guest.actions import Action, Command, Note
+from fpvm.guest.actions import Action, Note
 from fpvm.guest.runner import CommandError, Result, Runner
 
 # Not typing.TYPE_CHECKING: the mount shim would import typing (~5 ms) for nothing (mypy treats the
@@ -215,11 +215,20 @@ class MountAction(Action):
         return True
 
 
-class LoadP9Action(Command):
+class LoadP9Action(Action):
     """``kldload -n virtio_p9fs`` before the boot mounts; a failure is logged (no share, no boot stop)."""
 
+    kind = "command"
+
     def __init__(self) -> None:
-        super().__init__(list(KLDLOAD_ARGV), "9p driver for host folders", disposition="translate")
+        super().__init__("", "translate")
+        self.argv = list(KLDLOAD_ARGV)
+
+    def describe(self) -> str:
+        return f"run {' '.join(self.argv)}  (9p driver for host folders)"
+
+    def fields(self) -> dict[str, Any]:
+        return {"argv": self.argv}
 
     def apply(self, ctx: ApplyContext) -> bool:
         try:

@@ -222,7 +222,6 @@ class UserAction(_AccountAction):
         shell: str | None = None,
         primary_group: str | None = None,
         groups: list[str] | None = None,
-        dropped_groups: list[str] | None = None,
         password_hash: str | None = None,
         create_home: bool = True,
         should_exist: bool = True,
@@ -239,7 +238,6 @@ class UserAction(_AccountAction):
         self.shell = shell or None  # "" means the default, as when absent
         self.primary_group = primary_group
         self.groups = list(groups or [])
-        self.dropped_groups = list(dropped_groups or [])
         self.password_hash = password_hash
         self.create_home = create_home
         self.should_exist = should_exist
@@ -264,8 +262,6 @@ class UserAction(_AccountAction):
                 out[key] = value
         if self.groups:
             out["groups"] = self.groups
-        if self.dropped_groups:
-            out["dropped_groups"] = self.dropped_groups
         if self.password_hash is not None:
             out["password_hash"] = "(set)"
         return out

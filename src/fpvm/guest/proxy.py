@@ -64,17 +64,10 @@ PODMAN_SERVICE = "podman_service"
 PODMAN_SERVICE_ENV = "podman_service_env"
 ENVIRONMENT_D_FILE = "/etc/environment.d/default-env.conf"
 
-# containers/common pkg/config: ProxyEnv; podman adds the two SSL variables in propagateHostEnv.
-PROXY_VARS: tuple[str, ...] = (
-    "http_proxy",
-    "https_proxy",
-    "ftp_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "FTP_PROXY",
-    "NO_PROXY",
-)
+# containers/common pkg/config: ProxyEnv (each name in both cases); podman adds the two SSL variables
+# in propagateHostEnv.
+_PROXY_NAMES = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy")
+PROXY_VARS: tuple[str, ...] = (*_PROXY_NAMES, *(name.upper() for name in _PROXY_NAMES))
 CERT_VARS: tuple[str, ...] = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 ALLOWED_VARS: tuple[str, ...] = (*PROXY_VARS, *CERT_VARS)
 # podman 5.x's systemd-wide environment files (Linux-only; only CERT_VARS are taken from them).
