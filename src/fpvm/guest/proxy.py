@@ -354,25 +354,21 @@ def service_env_value(env: dict[str, str]) -> str:
 
 
 def apply_proxy_env(
-    root: RootFS | str,
-    env: dict[str, str],
-    *,
-    source: str = ENVIRONMENT_D_FILE,
-    warn: Callable[[str], None] | None = None,
+    root: RootFS | str, env: dict[str, str], *, warn: Callable[[str], None] | None = None
 ) -> bool:
     """Make login shells and the podman service see ``env`` (empty: remove fpvm's settings).
 
     Returns True when a file changed; the caller decides whether a running podman service must be
     restarted (the new environment reaches it only at its next start). Unknown variables are dropped
-    (see ``normalise``); a value with control characters is dropped with a warning naming ``source``
-    (through ``warn``, else on stderr).
+    (see ``normalise``); a value with control characters is dropped with a warning naming podman 5.x's
+    ``ENVIRONMENT_D_FILE`` (through ``warn``, else on stderr).
     """
     if isinstance(root, str):
         from fpvm.guest.rootfs import RootFS as _RootFS
 
         root = _RootFS(root)
     for name in unsafe_values(env):
-        msg = f"{source}: value of {name} contains control characters; ignored"
+        msg = f"{ENVIRONMENT_D_FILE}: value of {name} contains control characters; ignored"
         if warn is not None:
             warn(msg)
         else:

@@ -38,14 +38,13 @@ class Shim:
         runner: Runner,
         err: TextIO | None = None,
         out: TextIO | None = None,
-        lines: list[str] | None = None,
     ) -> None:
         self.name = name
         self.root = root
         self.runner = runner
         self.err: TextIO = sys.stderr if err is None else err
         self.out: TextIO = sys.stdout if out is None else out
-        self.lines: list[str] = [] if lines is None else lines
+        self.lines: list[str] = []
 
     @classmethod
     def make(
