@@ -32,7 +32,6 @@ class Log:
         self.lines: list[str] = []
         self.echo = echo
         self.warnings = 0
-        self.errors = 0
 
     def _add(self, level: str, msg: str) -> None:
         # One entry, one line, no terminal control: config-made strings (paths, names) are escaped.
@@ -50,7 +49,6 @@ class Log:
         self._add("WARN", msg)
 
     def error(self, msg: str) -> None:
-        self.errors += 1
         self._add("ERROR", msg)
 
     def flush(self, root: RootFS) -> None:
