@@ -211,12 +211,7 @@ def _plan_passwd(b: _Builder, config: Config) -> None:
         )
         if user.ssh_authorized_keys:
             key_actions.append(
-                AuthorizedKeys(
-                    user.name,
-                    list(user.ssh_authorized_keys),
-                    home,
-                    f"{where}.sshAuthorizedKeys",
-                )
+                AuthorizedKeys(user.name, user.ssh_authorized_keys, home, f"{where}.sshAuthorizedKeys")
             )
         if not is_root:
             # Every account in the config is one podman logs in as (`core`, or `--username`'s user,
@@ -249,15 +244,12 @@ def _check_path(b: _Builder, path: str, where: str) -> bool:
 
 
 def _plan_storage(b: _Builder, config: Config) -> None:
-    entries: list[tuple[int, int, Action]] = []  # (depth, order, action); hard links sort last
+    entries: list[tuple[int, Action]] = []  # (depth, action): a stable sort by depth; hard links last
     hard: list[Action] = []
     st = config.storage
-    order = 0
 
     def add(path: str, action: Action) -> None:
-        nonlocal order
-        order += 1
-        entries.append((len([p for p in path.split("/") if p]), order, action))
+        entries.append((len([p for p in path.split("/") if p]), action))
 
     for i, d in enumerate(st.directories):
         where = f"$.storage.directories[{i}]"
@@ -323,8 +315,8 @@ def _plan_storage(b: _Builder, config: Config) -> None:
                 zone = _zoneinfo_file(target, where)
                 if zone is not None:
                     add(storage.ZONEINFO_NAME, zone)
-    entries.sort(key=lambda e: (e[0], e[1]))
-    b.actions.extend(a for _, _, a in entries)
+    entries.sort(key=lambda e: e[0])
+    b.actions.extend(a for _, a in entries)
     b.actions.extend(hard)
     # tmpfiles.d lines (podman's docker.sock link) are applied after the files, at every boot
     tmpfiles = next(
