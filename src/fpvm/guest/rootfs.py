@@ -246,7 +246,12 @@ class RootFS:
             except FileNotFoundError:
                 os.mkdir(host, mode)
                 os.chmod(host, mode)  # umask would otherwise narrow it
-                self._chown(host, uid, gid, follow=True)
+                if self.can_chown:
+                    try:
+                        os.chown(host, uid, gid)
+                    except OSError as exc:
+                        if exc.errno != errno.EPERM:
+                            raise
                 self._durable("", os.path.dirname(host))
                 changed = True
                 self._dirs.add(sub)
@@ -398,15 +403,6 @@ class RootFS:
         if key not in self._cleaned:
             self._cleaned.add(key)
             clean_stale_temps(key, self._started)
-
-    def _chown(self, host: str | Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
-        if not self.can_chown or (uid is None and gid is None):
-            return
-        try:
-            os.chown(host, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=follow)
-        except OSError as exc:
-            if exc.errno != errno.EPERM:
-                raise
 
 
 def _lstat(host: str | Path) -> os.stat_result | None:
