@@ -269,7 +269,6 @@ class UserAction(_AccountAction):
     # -- apply -------------------------------------------------------------------------------------
     def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
-        self._check_fields()
         existing = acc.user(self.name) if acc.has_user(self.name) else None
         if not self.should_exist:
             if existing is None:
@@ -285,18 +284,6 @@ class UserAction(_AccountAction):
         if existing is None:
             return self._add(ctx, groups, shell)
         return self._modify(ctx, existing, groups, shell)
-
-    def _check_fields(self) -> None:
-        """What the plan checks, again: an action built by other code must not corrupt the files."""
-        for value, what in ((self.gecos, "gecos"), (self.password_hash, "password hash")):
-            problem = check_field(value, what) if value is not None else None
-            if problem:
-                raise ValueError(f"user {self.name}: {problem}")
-        if self.home is not None:
-            try:
-                self.home = clean_home(self.home)
-            except ValueError as exc:
-                raise ValueError(f"user {self.name}: home directory {exc}") from exc
 
     def _existing_groups(self, ctx: ApplyContext) -> list[str]:
         out: list[str] = []
