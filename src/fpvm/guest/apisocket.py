@@ -59,8 +59,7 @@ class RunLinkAction(Action):
         root = ctx.root
         if root.is_dir(RUN_LINK):
             # Someone made /run a directory: serve root's socket inside it instead.
-            changed = root.makedirs("/run/podman", 0o755)
-            changed |= root.symlink(RUN_SOCKET, "../../var/run/podman/podman.sock")
+            changed = root.symlink(RUN_SOCKET, "../../var/run/podman/podman.sock")  # parents root's 0755
             if changed:
                 ctx.log.warn(f"{RUN_LINK} is a directory, not a link to {RUN_TARGET}; linked {RUN_SOCKET}")
             return changed

@@ -55,19 +55,15 @@ class Log:
         """Append the collected lines to the root's log file (mode 0640 root:wheel); OSError if it cannot."""
         if not self.lines:
             return
-        try:
-            root.makeparents(LOG_FILE)
-            host = root.host(LOG_FILE)
-        except ValueError as exc:  # an unsafe path (planted link): callers handle OSError
-            raise OSError(str(exc)) from exc
         # An append-only log is appended to, not rewritten; O_NOFOLLOW keeps a planted symlink at the
         # log's path from sending the lines outside the root, O_NONBLOCK and a type check a FIFO there
         # from hanging the boot (fsutil.append_regular).
         data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
-        append_regular(host, data, 0o640, single_link=not root.is_live)
         try:
+            root.makeparents(LOG_FILE)
+            append_regular(root.host(LOG_FILE), data, 0o640, single_link=not root.is_live)
             root.set_attrs(LOG_FILE, 0o640, 0, 0)
-        except ValueError as exc:  # refused (a hard link in a staged root): callers handle OSError
+        except ValueError as exc:  # an unsafe path (planted link), a refused chmod: callers handle OSError
             raise OSError(str(exc)) from exc
         self.lines.clear()
 
@@ -83,13 +79,8 @@ class State:
     def load(cls, root: RootFS) -> State:
         try:
             raw = root.read_bytes_nofollow(STATE_FILE)  # the agent's own file: a link there is not ours
-        except ValueError:  # an unsafe parent (planted link): start afresh, saving replaces the file
-            return cls()
-        if raw is None:
-            return cls()
-        try:
-            data = json.loads(raw)
-        except ValueError:
+            data = json.loads(raw) if raw is not None else {}
+        except ValueError:  # an unsafe parent (planted link) or bad JSON: start afresh, saving replaces it
             return cls()
         return cls(data if isinstance(data, dict) else {})
 
