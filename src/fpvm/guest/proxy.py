@@ -276,16 +276,10 @@ def cert_env_from_config(config: Config, read: Callable[[Resource], bytes | None
     module, not the other way round.
     """
     env: dict[str, str] = {}
+    parsers = ((ENVIRONMENT_D_DIR, parse_environment_d), (SYSTEM_CONF_D_DIR, parse_default_environment))
     for file in config.storage.files:
-        path = file.path
-        parse = (
-            parse_environment_d
-            if path.startswith(ENVIRONMENT_D_DIR)
-            else parse_default_environment
-            if path.startswith(SYSTEM_CONF_D_DIR)
-            else None
-        )
-        if parse is None or not path.endswith(".conf"):
+        parse = next((p for prefix, p in parsers if file.path.startswith(prefix)), None)
+        if parse is None or not file.path.endswith(".conf"):
             continue
         try:
             data = read(file.contents)

@@ -247,11 +247,9 @@ class FileAction(_Node):
         data, record = _append_fragments(ctx, self.path, base, self.append, fresh)
         if st is not None and not exists_regular:
             fs.remove(self.path)
-        mode = (
-            self.mode
-            if self.mode is not None
-            else (stat.S_IMODE(st.st_mode) if exists_regular and st else 0o644)
-        )
+        mode = self.mode
+        if mode is None:
+            mode = stat.S_IMODE(st.st_mode) if st is not None and exists_regular else 0o644
         changed = fs.write(self.path, data, mode, uid, gid)
         if record is not None:
             _appended(ctx)[self.path] = record  # only once the bytes are written
