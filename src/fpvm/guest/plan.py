@@ -376,16 +376,11 @@ def _plan_mounts(b: _Builder, config: Config) -> None:
 
 def _plan_api_socket(b: _Builder, config: Config) -> None:
     """podman's socket paths (/run/podman, /run/user/<uid>/podman) when the config enables the API."""
-    where = next(
-        (
-            f"$.systemd.units[{i}]"
-            for i, u in enumerate(config.systemd.units)
-            if u.name in ("podman.socket", "podman.service") and u.enabled and not u.mask
-        ),
-        None,
-    )
-    if where is None:
+    api = ("podman.socket", "podman.service")
+    enabling = [i for i, u in enumerate(config.systemd.units) if u.name in api and u.enabled and not u.mask]
+    if not enabling:
         return
+    where = f"$.systemd.units[{enabling[0]}]"
     from fpvm.guest.apisocket import plan_api_socket, podman_users
 
     for action in plan_api_socket(podman_users(config)):
