@@ -296,13 +296,13 @@ def _plan_storage(b: _Builder, config: Config) -> None:
         if not place.paths:
             b.actions.append(Note(f"link {link.path}", place.note, where))
             continue
-        mapped, tnote = storage.map_link_target(target)
+        mapped = storage.LINK_TARGETS.get(target, target)
         if link.path == storage.LOCALTIME:
             place = storage.Placement(
                 "translate", place.paths, "time zone: replaces the image's /etc/localtime"
             )
-        elif tnote:
-            place = storage.Placement("translate", place.paths, tnote)
+        elif mapped != target:
+            place = storage.Placement("translate", place.paths, f"{target} is {mapped} on FreeBSD")
         if link.hard and not _check_path(b, target, f"{where}.target"):
             continue
         for path in place.paths:

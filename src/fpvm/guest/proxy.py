@@ -342,11 +342,6 @@ def profile_text(env: dict[str, str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def service_env_value(env: dict[str, str]) -> str:
-    """``podman_service_env``: words rc.subr ``eval``s into ``export -- K='v' ...``."""
-    return " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items())
-
-
 def apply_proxy_env(
     root: RootFS | str, env: dict[str, str], *, warn: Callable[[str], None] | None = None
 ) -> bool:
@@ -373,7 +368,8 @@ def apply_proxy_env(
     changed = False
     if accepted:
         changed |= root.write(PROFILE_FILE, profile_text(accepted), 0o644, 0, 0)
-        value: str | None = service_env_value(accepted)
+        # podman_service_env: words rc.subr ``eval``s into ``export -- K='v' ...``
+        value: str | None = " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in accepted.items())
     else:
         if root.lstat(PROFILE_FILE) is not None:
             changed |= root.remove(PROFILE_FILE)

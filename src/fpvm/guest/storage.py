@@ -37,6 +37,7 @@ CERTS_LINUX = CONTAINERS_LINUX + "/certs.d"
 MARKERS = ("/etc/containers/podman-machine", "/etc/podman-machine")
 PODMAN_LINUX = "/usr/bin/podman"
 PODMAN_FREEBSD = "/usr/local/bin/podman"
+LINK_TARGETS = {PODMAN_LINUX: PODMAN_FREEBSD}  # link targets: Linux binaries that live elsewhere on FreeBSD
 LOCALTIME = "/etc/localtime"
 HOSTNAME = "/etc/hostname"
 ZONEINFO_NAME = "/var/db/zoneinfo"  # tzsetup(8) records the zone name here
@@ -102,13 +103,6 @@ def classify(path: str) -> Placement:
             "translate", (mapped, path), "certificates: FreeBSD path (podman) + Linux path (SSL_CERT_*)"
         )
     return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")
-
-
-def map_link_target(target: str) -> tuple[str, str]:
-    """(target, note): Linux binaries that live elsewhere on FreeBSD."""
-    if target == PODMAN_LINUX:
-        return PODMAN_FREEBSD, f"{PODMAN_LINUX} is {PODMAN_FREEBSD} on FreeBSD"
-    return target, ""
 
 
 class RootRefused(Action):
@@ -328,7 +322,7 @@ class LinkAction(_Node):
 
     def __init__(self, path: str, node: Link, source: str, place: Placement, target: str) -> None:
         super().__init__(path, node, source, place)
-        self.target = target  # the config's target, mapped (map_link_target)
+        self.target = target  # the config's target, mapped (LINK_TARGETS)
         self.hard = bool(node.hard)
         self.config_target = node.target or target
         self.force = node.path == LOCALTIME  # replaced even with overwrite false: a translated link
