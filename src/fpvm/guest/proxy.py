@@ -335,13 +335,6 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     return ordered, rejected
 
 
-def profile_text(env: dict[str, str]) -> bytes:
-    """The ``profile.d`` script for login shells."""
-    lines = ["# Proxy settings from the podman host, written by fpvm at boot. Do not edit."]
-    lines += [f"export {k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items()]
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
 def apply_proxy_env(
     root: RootFS | str, env: dict[str, str], *, warn: Callable[[str], None] | None = None
 ) -> bool:
@@ -367,7 +360,9 @@ def apply_proxy_env(
     accepted, _rejected = normalise(env)
     changed = False
     if accepted:
-        changed |= root.write(PROFILE_FILE, profile_text(accepted), 0o644, 0, 0)
+        lines = ["# Proxy settings from the podman host, written by fpvm at boot. Do not edit."]
+        lines += [f"export {k}={rcconf.sh_quote(v, single=True)}" for k, v in accepted.items()]
+        changed |= root.write(PROFILE_FILE, ("\n".join(lines) + "\n").encode("utf-8"), 0o644, 0, 0)
         # podman_service_env: words rc.subr ``eval``s into ``export -- K='v' ...``
         value: str | None = " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in accepted.items())
     else:
