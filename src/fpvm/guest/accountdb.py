@@ -205,9 +205,7 @@ class AccountDB:
         g = self.group(name)
         if g is not None:
             return g.gid
-        if name in ("root", "wheel"):
-            return 0
-        return None
+        return 0 if name in ("root", "wheel") else None
 
     def supplementary(self, name: str) -> list[str]:
         """The groups listing ``name`` as a member, in file order."""

@@ -226,11 +226,8 @@ def signal_ready(
             f"ready: sshd answers on {ssh_host}:{ssh_port}" + (f", {api_socket} exists" if api_socket else "")
         )
     else:
-        missing = [
-            w
-            for w, ok in ((f"sshd on {ssh_host}:{ssh_port}", waited.sshd), (str(api_socket), waited.api))
-            if not ok
-        ]
+        missing = [] if waited.sshd else [f"sshd on {ssh_host}:{ssh_port}"]
+        missing += [] if waited.api else [str(api_socket)]
         log.warn(
             f"ready: gave up after {waited.seconds:.0f} s waiting for {', '.join(missing)}; "
             "sending Ready anyway"
