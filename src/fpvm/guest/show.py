@@ -71,12 +71,6 @@ def _by_item(actions: list[Action]) -> dict[str, list[Action]]:
     return out
 
 
-def _disposition(actions: list[Action]) -> str:
-    if not actions:
-        return "ignore"
-    return max((a.disposition for a in actions), key=lambda d: _RANK[d])
-
-
 def _decoded_size(file: File) -> str:
     from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
 
@@ -106,7 +100,7 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
     def entry(where: str, classified: tuple[str, str] | None = None, **info: Any) -> dict[str, Any]:
         """One item: its disposition and the reasons (every translate and ignore has at least one)."""
         acts = items.get(where, [])
-        disposition = _disposition(acts)
+        disposition = max((a.disposition for a in acts), key=lambda d: _RANK[d], default="ignore")
         notes = sorted({_reason(a) for a in acts if a.note and a.note != info.get("name")})
         if classified is not None:  # a unit: the table's verdict, even when another unit acts for it
             kind, why = classified
