@@ -62,15 +62,6 @@ def _invalid(path: str, problems: list[str]) -> int:
     return 1
 
 
-def _by_item(actions: list[Action]) -> dict[str, list[Action]]:
-    out: dict[str, list[Action]] = {}
-    for a in actions:
-        m = _ITEM.match(a.source)
-        if m:
-            out.setdefault(m.group(1), []).append(a)
-    return out
-
-
 def _decoded_size(file: File) -> str:
     from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
 
@@ -95,7 +86,10 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
     """Users, files, directories, links, units, devices and kernel arguments, each with its disposition."""
     from fpvm.guest.systemd import classify_unit
 
-    items = _by_item(actions)
+    items: dict[str, list[Action]] = {}  # config item ($.storage.files[3]) -> the actions it became
+    for a in actions:
+        if m := _ITEM.match(a.source):
+            items.setdefault(m.group(1), []).append(a)
 
     def entry(where: str, classified: tuple[str, str] | None = None, **info: Any) -> dict[str, Any]:
         """One item: its disposition and the reasons (every translate and ignore has at least one)."""
