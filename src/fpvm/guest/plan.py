@@ -343,8 +343,7 @@ def _zoneinfo_file(target: str, where: str) -> storage.FileAction | None:
 def _plan_hostname(b: _Builder, data: bytes | None, where: str) -> None:
     from fpvm.guest.rcconf import RcConfSet
 
-    name = (data or b"").decode("utf-8", "replace").strip().split("\n")
-    host = name[0].strip() if name else ""
+    host = (data or b"").decode("utf-8", "replace").strip().split("\n")[0].strip()  # the first line
     ok = host and len(host) <= 253 and all((c.isascii() and c.isalnum()) or c in "-." for c in host)
     if not ok:
         b.fail(f"{where}.contents", f"/etc/hostname does not hold a valid host name: {host!r}")

@@ -164,8 +164,7 @@ def provision(
         if ready:
             _ready(ctx)
         digest = sha256_hex(data)
-        if ctx.state.get("config_sha256") != digest:
-            ctx.state.set("config_sha256", digest)
+        ctx.state.set("config_sha256", digest)  # saved only if it changed (State.save compares)
         if ctx.state.get("provisioned") is None and not out.failed:
             # Only a complete run counts: the boot step provisions again until one succeeds.
             ctx.state.set("provisioned", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))

@@ -98,7 +98,7 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
         notes = sorted({_reason(a) for a in acts if a.note and a.note != info.get("name")})
         if classified is not None:  # a unit: the table's verdict, even when another unit acts for it
             kind, why = classified
-            disposition = max(disposition, kind, key=lambda d: _RANK[d]) if acts else kind
+            disposition = max(disposition, kind, key=lambda d: _RANK[d])
             notes = [why, *(n for n in notes if n != why)]
         if disposition == "translate":
             # What is done instead, for translate actions that carry no reason of their own.

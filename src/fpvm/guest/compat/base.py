@@ -47,11 +47,8 @@ class Shim:
         self.lines: list[str] = []
 
     @classmethod
-    def make(
-        cls, name: str, root: str = "/", record: str | None = None, runner: Runner | None = None
-    ) -> Shim:
-        if runner is None:
-            runner = RecordingRunner(record) if record is not None else SubprocessRunner()
+    def make(cls, name: str, root: str = "/", record: str | None = None) -> Shim:
+        runner = RecordingRunner(record) if record is not None else SubprocessRunner()
         return cls(name, RootFS(root), runner)
 
     def _log(self, level: str, msg: str) -> None:
