@@ -3,7 +3,7 @@
 This module only reads, indexes and writes the text files (passwd(5), group(5)); what to do with an
 account is ``fpvm.guest.passwd``'s job. Why one database for the whole run: provisioning thousands
 of users must cost time linear in their number, so every lookup is a dict lookup, free ids come from
-a cursor, and the files are written once at the end (``AccountDB.commit``) instead of after each
+a cursor, and the files are written once at the end (``AccountDB.save``) instead of after each
 account.
 
 Lines are split at ``\\n`` only (never ``str.splitlines``, which also splits at ``\\v``, ``\\f``,
@@ -34,6 +34,8 @@ MIN_ID = 1000  # pw.conf default minuid/mingid
 MAX_ID = 32000  # pw.conf default maxuid/maxgid
 SYSTEM_IDS = range(0, MIN_ID)  # FreeBSD's base system and ports accounts (hier(7), pw.conf)
 HIGH_SYSTEM_IDS = range(65533, 65536)  # nogroup, nobody
+# master.passwd(5)'s fields, in its order.
+MASTER_FIELDS = ("name", "password", "uid", "gid", "pw_class", "change", "expire", "gecos", "home", "shell")
 
 
 def check_field(value: str, what: str) -> str | None:
@@ -76,20 +78,7 @@ class PwEntry:
         self.expire = expire
 
     def master_line(self) -> str:
-        return ":".join(
-            [
-                self.name,
-                self.password,
-                str(self.uid),
-                str(self.gid),
-                self.pw_class,
-                self.change,
-                self.expire,
-                self.gecos,
-                self.home,
-                self.shell,
-            ]
-        )
+        return ":".join(str(getattr(self, field)) for field in MASTER_FIELDS)
 
     def passwd_line(self) -> str:
         return ":".join([self.name, "*", str(self.uid), str(self.gid), self.gecos, self.home, self.shell])
@@ -216,9 +205,7 @@ class AccountDB:
         g = self.group(name)
         if g is not None:
             return g.gid
-        if name in ("root", "wheel"):
-            return 0
-        return None
+        return 0 if name in ("root", "wheel") else None
 
     def supplementary(self, name: str) -> list[str]:
         """The groups listing ``name`` as a member, in file order."""
@@ -327,13 +314,6 @@ class AccountDB:
         root.write(PASSWD, passwd.encode(), 0o644, 0, 0)
         root.write(GROUP, group.encode(), 0o644, 0, 0)
         self.dirty = False
-
-    def commit(self, root: RootFS) -> bool:
-        """Write the files once if anything changed in memory; True when written."""
-        if not self.dirty:
-            return False
-        self.save(root)
-        return True
 
 
 def system_account_names(db: AccountDB) -> list[str]:

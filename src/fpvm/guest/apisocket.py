@@ -27,7 +27,7 @@ from fpvm.contract import API_SOCKET as API_SOCKET  # re-exported: callers find 
 from fpvm.contract import RUN_API_SOCKET as RUN_SOCKET
 from fpvm.contract import USER_RUN_DIR
 from fpvm.contract import user_api_socket as user_socket_path
-from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.actions import Action
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -59,8 +59,7 @@ class RunLinkAction(Action):
         root = ctx.root
         if root.is_dir(RUN_LINK):
             # Someone made /run a directory: serve root's socket inside it instead.
-            changed = root.makedirs("/run/podman", 0o755)
-            changed |= root.symlink(RUN_SOCKET, "../../var/run/podman/podman.sock")
+            changed = root.symlink(RUN_SOCKET, "../../var/run/podman/podman.sock")  # parents root's 0755
             if changed:
                 ctx.log.warn(f"{RUN_LINK} is a directory, not a link to {RUN_TARGET}; linked {RUN_SOCKET}")
             return changed
@@ -84,15 +83,8 @@ class UserSocketAction(Action):
 
     kind = "user-api-socket"
 
-    def __init__(
-        self,
-        user: str,
-        uid: int | None,
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, user: str, uid: int | None, source: str = "") -> None:
+        super().__init__(source, "translate")
         self.user = user
         self.uid = uid
 
@@ -114,10 +106,9 @@ class UserSocketAction(Action):
         root = ctx.root
         base = f"{USER_RUN_DIR}/{uid}"
         changed = root.makedirs(USER_RUN_DIR, 0o755)
-        changed |= root.makedirs(base, 0o700, account.uid, account.gid)
-        changed |= root.set_attrs(base, 0o700, account.uid, account.gid)
-        changed |= root.makedirs(f"{base}/podman", 0o700, account.uid, account.gid)
-        changed |= root.set_attrs(f"{base}/podman", 0o700, account.uid, account.gid)
+        for directory in (base, f"{base}/podman"):
+            changed |= root.makedirs(directory, 0o700, account.uid, account.gid)
+            changed |= root.set_attrs(directory, 0o700, account.uid, account.gid)
         changed |= root.symlink(user_socket_path(uid), USER_SOCKET_TARGET, account.uid, account.gid)
         if changed:
             ctx.log.info(f"{user_socket_path(uid)} -> {API_SOCKET} for {self.user}")
@@ -133,15 +124,8 @@ class ApiGroupAction(Action):
 
     kind = "api-group"
 
-    def __init__(
-        self,
-        user: str,
-        group: str | None = None,
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, user: str, group: str | None = None, source: str = "") -> None:
+        super().__init__(source, "translate")
         self.user = user
         self.group = group
 

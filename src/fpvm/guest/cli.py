@@ -128,21 +128,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_plan)
 
-    # prefix_chars="+": no option of ours may start with "-", so every word after `shim` (or `ready`)
-    # reaches the handler untouched, options included.
-    p = gsub.add_parser(
-        "shim",
-        help="linux-compat command shim (argv passed through untouched)",
-        prefix_chars="+",
-        add_help=False,
-    )
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest shim --help`")
-    p.set_defaults(func=_shim, argv_parser=_shim_parser)
-
-    p = gsub.add_parser("ready", help=READY_HELP, prefix_chars="+", add_help=False)
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest ready --help`")
-    p.set_defaults(func=_ready, argv_parser=_ready_parser)
-
-    p = gsub.add_parser("boot", help=BOOT_HELP, prefix_chars="+", add_help=False)
-    p.add_argument("argv", nargs=argparse.REMAINDER, help="see `fpvm guest boot --help`")
-    p.set_defaults(func=_boot, argv_parser=_boot_parser)
+    # prefix_chars="+": no option of ours may start with "-", so every word after `shim` (`ready`,
+    # `boot`) reaches the handler untouched, options included; their own parsers render the help.
+    for name, text, func, argv_parser in (
+        ("shim", "linux-compat command shim (argv passed through untouched)", _shim, _shim_parser),
+        ("ready", READY_HELP, _ready, _ready_parser),
+        ("boot", BOOT_HELP, _boot, _boot_parser),
+    ):
+        p = gsub.add_parser(name, help=text, prefix_chars="+", add_help=False)
+        p.add_argument("argv", nargs=argparse.REMAINDER, help=f"see `fpvm guest {name} --help`")
+        p.set_defaults(func=func, argv_parser=argv_parser)

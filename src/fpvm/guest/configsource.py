@@ -206,10 +206,8 @@ def _is_absent(exc: BaseException) -> bool:
     return isinstance(exc, (NoDeviceError, EntryNotFoundError, FileNotFoundError))
 
 
-def _read_fwcfg(device: FwCfgDevice | None, name: str) -> tuple[bytes | None, Attempt]:
+def _read_fwcfg(device: FwCfgDevice, name: str) -> tuple[bytes | None, Attempt]:
     label = f"fw_cfg {name}"
-    if device is None:
-        return None, Attempt(label, "absent", "no fw_cfg device")
     try:
         data = device.read(name)
     except Exception as exc:  # fpvm.fwcfg.FwCfgError and OSError: reported, never fatal
@@ -297,10 +295,11 @@ def find_sources(
         for name in (CONFIG_ENTRY, ENVIRONMENT_ENTRY):
             if name == CONFIG_ENTRY and out.config is not None:
                 continue
-            data, attempt = _read_fwcfg(device, name) if device is not None else (None, None)
-            if attempt is not None:
+            data, origin = None, None
+            if device is not None:
+                data, attempt = _read_fwcfg(device, name)
                 note(attempt)
-            origin = attempt.source if attempt is not None else None
+                origin = attempt.source
             if data is None and qemufwcfg_mount:
                 data, attempt = _read_mount(qemufwcfg_mount, name)
                 note(attempt)

@@ -32,7 +32,6 @@ class Log:
         self.lines: list[str] = []
         self.echo = echo
         self.warnings = 0
-        self.errors = 0
 
     def _add(self, level: str, msg: str) -> None:
         # One entry, one line, no terminal control: config-made strings (paths, names) are escaped.
@@ -50,26 +49,21 @@ class Log:
         self._add("WARN", msg)
 
     def error(self, msg: str) -> None:
-        self.errors += 1
         self._add("ERROR", msg)
 
     def flush(self, root: RootFS) -> None:
         """Append the collected lines to the root's log file (mode 0640 root:wheel); OSError if it cannot."""
         if not self.lines:
             return
-        try:
-            root.makeparents(LOG_FILE)
-            host = root.host(LOG_FILE)
-        except ValueError as exc:  # an unsafe path (planted link): callers handle OSError
-            raise OSError(str(exc)) from exc
         # An append-only log is appended to, not rewritten; O_NOFOLLOW keeps a planted symlink at the
         # log's path from sending the lines outside the root, O_NONBLOCK and a type check a FIFO there
         # from hanging the boot (fsutil.append_regular).
         data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
-        append_regular(host, data, 0o640, single_link=not root.is_live)
         try:
+            root.makeparents(LOG_FILE)
+            append_regular(root.host(LOG_FILE), data, 0o640, single_link=not root.is_live)
             root.set_attrs(LOG_FILE, 0o640, 0, 0)
-        except ValueError as exc:  # refused (a hard link in a staged root): callers handle OSError
+        except ValueError as exc:  # an unsafe path (planted link), a refused chmod: callers handle OSError
             raise OSError(str(exc)) from exc
         self.lines.clear()
 
@@ -85,13 +79,8 @@ class State:
     def load(cls, root: RootFS) -> State:
         try:
             raw = root.read_bytes_nofollow(STATE_FILE)  # the agent's own file: a link there is not ours
-        except ValueError:  # an unsafe parent (planted link): start afresh, saving replaces the file
-            return cls()
-        if raw is None:
-            return cls()
-        try:
-            data = json.loads(raw)
-        except ValueError:
+            data = json.loads(raw) if raw is not None else {}
+        except ValueError:  # an unsafe parent (planted link) or bad JSON: start afresh, saving replaces it
             return cls()
         return cls(data if isinstance(data, dict) else {})
 
@@ -102,12 +91,12 @@ class State:
         self.data[key] = value
 
     def save(self, root: RootFS) -> bool:
-        text = json.dumps(self.data, sort_keys=True, indent=2)
-        if json.dumps(self.data, sort_keys=True) == self._saved and root.exists(STATE_FILE):
+        compact = json.dumps(self.data, sort_keys=True)
+        if compact == self._saved and root.exists(STATE_FILE):
             return False
         root.makedirs(STATE_DIR, 0o700)
-        root.write(STATE_FILE, text.encode() + b"\n", 0o600)
-        self._saved = json.dumps(self.data, sort_keys=True)
+        root.write(STATE_FILE, json.dumps(self.data, sort_keys=True, indent=2).encode() + b"\n", 0o600)
+        self._saved = compact
         return True
 
 
@@ -159,15 +148,13 @@ class ApplyContext:
         self.commit_accounts()
         self._accounts = None
 
-    def commit_accounts(self) -> bool:
+    def commit_accounts(self) -> None:
         """Write the staged account files once (recording only: on a live system pw wrote them)."""
         acc = self._accounts
-        if acc is None or not acc.dirty:
-            return False
-        if not self.recording:
+        if acc is not None and acc.dirty:
+            if self.recording:
+                acc.save(self.root)
             acc.dirty = False
-            return False
-        return acc.commit(self.root)
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
         self.log.info("run: " + " ".join(argv))

@@ -31,7 +31,7 @@ from fpvm.contract import MountError as MountError  # re-exported with the rules
 from fpvm.contract import check_tag as check_tag
 from fpvm.contract import check_target as check_target
 from fpvm.contract import decode_mounts
-from fpvm.guest.actions import Action, Command, Note
+from fpvm.guest.actions import Action, Note
 from fpvm.guest.runner import CommandError, Result, Runner
 
 # Not typing.TYPE_CHECKING: the mount shim would import typing (~5 ms) for nothing (mypy treats the
@@ -72,50 +72,20 @@ class MountRequest:
     ``fstype`` is what the host asked for: ``9p`` (mount directly) or ``virtiofs`` (only possible when
     a 9p device with the same tag exists). ``origin`` names where the request came from, for messages.
 
-    An immutable value (equality, hash, repr) written out by hand rather than a frozen dataclass: the
-    ``mount`` shim runs for every volume podman mounts, and importing ``dataclasses`` (with
-    ``inspect``) took ~13 ms of its start-up.
+    A plain class rather than a dataclass: the ``mount`` shim runs for every volume podman mounts, and
+    importing ``dataclasses`` (with ``inspect``) took ~13 ms of its start-up.
     """
 
     __slots__ = ("fstype", "origin", "readonly", "tag", "target")
-    tag: str
-    target: str
-    readonly: bool
-    fstype: str
-    origin: str
 
     def __init__(
         self, tag: str, target: str, readonly: bool = False, fstype: str = "9p", origin: str = ""
     ) -> None:
-        for name, value in (
-            ("tag", tag),
-            ("target", target),
-            ("readonly", readonly),
-            ("fstype", fstype),
-            ("origin", origin),
-        ):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"MountRequest is immutable: cannot set {name}")
-
-    def _key(self) -> tuple[str, str, bool, str, str]:
-        return (self.tag, self.target, self.readonly, self.fstype, self.origin)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, MountRequest)
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"MountRequest(tag={self.tag!r}, target={self.target!r}, readonly={self.readonly!r}, "
-            f"fstype={self.fstype!r}, origin={self.origin!r})"
-        )
+        self.tag = tag
+        self.target = target
+        self.readonly = readonly
+        self.fstype = fstype
+        self.origin = origin
 
     def argv(self) -> list[str]:
         """mount(8) for p9fs(4): ``mount -t p9fs [-o ro] TAG DIR``."""
@@ -245,11 +215,20 @@ class MountAction(Action):
         return True
 
 
-class LoadP9Action(Command):
+class LoadP9Action(Action):
     """``kldload -n virtio_p9fs`` before the boot mounts; a failure is logged (no share, no boot stop)."""
 
+    kind = "command"
+
     def __init__(self) -> None:
-        super().__init__(list(KLDLOAD_ARGV), "9p driver for host folders", disposition="translate")
+        super().__init__("", "translate")
+        self.argv = list(KLDLOAD_ARGV)
+
+    def describe(self) -> str:
+        return f"run {' '.join(self.argv)}  (9p driver for host folders)"
+
+    def fields(self) -> dict[str, Any]:
+        return {"argv": self.argv}
 
     def apply(self, ctx: ApplyContext) -> bool:
         try:

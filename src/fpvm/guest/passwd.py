@@ -109,27 +109,6 @@ class Batch:
     def __init__(self) -> None:
         self.remaining = 0
 
-    def join(self) -> Batch:
-        self.remaining += 1
-        return self
-
-
-def _finish(ctx: ApplyContext, batch: Batch | None) -> None:
-    if batch is not None:
-        batch.remaining -= 1
-        if batch.remaining > 0:
-            return
-    ctx.commit_accounts()
-
-
-def base_accounts(ctx: ApplyContext) -> set[str]:
-    """Names of the base system's accounts, as the agent first found them (kept in its state)."""
-    _ = ctx.accounts  # loading the database records the names on the first run
-    saved = ctx.state.get(BASE_ACCOUNTS_KEY)
-    if isinstance(saved, list):
-        return {n for n in saved if isinstance(n, str)}
-    return set()
-
 
 def shares_home(acc: AccountDB, entry: PwEntry, home: str | None = None) -> PwEntry | None:
     """Another account with another uid whose home is ``home`` (default: the entry's own)."""
@@ -140,8 +119,13 @@ def shares_home(acc: AccountDB, entry: PwEntry, home: str | None = None) -> PwEn
 
 
 def is_protected(ctx: ApplyContext, entry: PwEntry) -> bool:
-    """Whether ``entry`` is a base-system account the config may not re-key, re-number, move or remove."""
-    return entry.name in base_accounts(ctx)
+    """Whether ``entry`` is a base-system account the config may not re-key, re-number, move or remove.
+
+    The base system's accounts are the names the agent first found, kept in its state.
+    """
+    _ = ctx.accounts  # loading the database records the names on the first run
+    saved = ctx.state.get(BASE_ACCOUNTS_KEY)
+    return isinstance(saved, list) and entry.name in saved
 
 
 def pw(ctx: ApplyContext, *args: str) -> list[str]:
@@ -164,13 +148,20 @@ def _executable(ctx: ApplyContext, path: str) -> bool:
 class _AccountAction(Action):
     """An account action of a ``Batch``: the last one to finish writes the account files."""
 
-    batch: Batch | None = None
+    def __init__(self, source: str, disposition: Disposition, note: str, batch: Batch | None) -> None:
+        super().__init__(source, disposition, note)
+        self.batch = batch
+        if batch is not None:
+            batch.remaining += 1
 
     def apply(self, ctx: ApplyContext) -> bool:
         try:
             return self._apply(ctx)
         finally:
-            _finish(ctx, self.batch)
+            if self.batch is not None:
+                self.batch.remaining -= 1
+            if self.batch is None or self.batch.remaining <= 0:
+                ctx.commit_accounts()
 
     def _apply(self, ctx: ApplyContext) -> bool:
         raise NotImplementedError
@@ -182,10 +173,9 @@ class GroupAction(_AccountAction):
     kind = "group"
 
     def __init__(self, name: str, gid: int | None, source: str = "", batch: Batch | None = None) -> None:
-        super().__init__(source)
+        super().__init__(source, "apply", "", batch)
         self.name = name
         self.gid = gid
-        self.batch = batch.join() if batch is not None else None
 
     def describe(self) -> str:
         return f"group {self.name}" + (f" gid {self.gid}" if self.gid is not None else "")
@@ -201,11 +191,9 @@ class GroupAction(_AccountAction):
                 ctx.log.warn(f"group {self.name} exists with gid {existing.gid}, not {self.gid}; left as is")
             return False
         gid = self.gid
-        if gid is not None and acc.group_by_gid(gid) is not None:
-            other = acc.group_by_gid(gid)
-            ctx.log.warn(
-                f"gid {gid} belongs to group {other.name if other else '?'}; {self.name} gets a free gid"
-            )
+        other = acc.group_by_gid(gid) if gid is not None else None
+        if other is not None:
+            ctx.log.warn(f"gid {gid} belongs to group {other.name}; {self.name} gets a free gid")
             gid = None
         argv = pw(ctx, "groupadd", "-n", self.name)
         if gid is not None:
@@ -234,7 +222,6 @@ class UserAction(_AccountAction):
         shell: str | None = None,
         primary_group: str | None = None,
         groups: list[str] | None = None,
-        dropped_groups: list[str] | None = None,
         password_hash: str | None = None,
         create_home: bool = True,
         should_exist: bool = True,
@@ -243,7 +230,7 @@ class UserAction(_AccountAction):
         note: str = "",
         batch: Batch | None = None,
     ) -> None:
-        super().__init__(source, disposition, note)
+        super().__init__(source, disposition, note, batch)
         self.name = name
         self.uid = uid
         self.gecos = gecos
@@ -251,11 +238,9 @@ class UserAction(_AccountAction):
         self.shell = shell or None  # "" means the default, as when absent
         self.primary_group = primary_group
         self.groups = list(groups or [])
-        self.dropped_groups = list(dropped_groups or [])
         self.password_hash = password_hash
         self.create_home = create_home
         self.should_exist = should_exist
-        self.batch = batch.join() if batch is not None else None
 
     def describe(self) -> str:
         if not self.should_exist:
@@ -277,8 +262,6 @@ class UserAction(_AccountAction):
                 out[key] = value
         if self.groups:
             out["groups"] = self.groups
-        if self.dropped_groups:
-            out["dropped_groups"] = self.dropped_groups
         if self.password_hash is not None:
             out["password_hash"] = "(set)"
         return out
@@ -286,7 +269,6 @@ class UserAction(_AccountAction):
     # -- apply -------------------------------------------------------------------------------------
     def _apply(self, ctx: ApplyContext) -> bool:
         acc = ctx.accounts
-        self._check_fields()
         existing = acc.user(self.name) if acc.has_user(self.name) else None
         if not self.should_exist:
             if existing is None:
@@ -302,18 +284,6 @@ class UserAction(_AccountAction):
         if existing is None:
             return self._add(ctx, groups, shell)
         return self._modify(ctx, existing, groups, shell)
-
-    def _check_fields(self) -> None:
-        """What the plan checks, again: an action built by other code must not corrupt the files."""
-        for value, what in ((self.gecos, "gecos"), (self.password_hash, "password hash")):
-            problem = check_field(value, what) if value is not None else None
-            if problem:
-                raise ValueError(f"user {self.name}: {problem}")
-        if self.home is not None:
-            try:
-                self.home = clean_home(self.home)
-            except ValueError as exc:
-                raise ValueError(f"user {self.name}: home directory {exc}") from exc
 
     def _existing_groups(self, ctx: ApplyContext) -> list[str]:
         out: list[str] = []
@@ -400,11 +370,8 @@ class UserAction(_AccountAction):
             gid = acc.gid_of(self.primary_group)
             if gid is None:
                 raise RuntimeError(f"user {self.name}: primary group {self.primary_group} does not exist")
-        elif pending:
-            gid = -1
-            acc.add_group(GrEntry(self.name, gid))
-        else:
-            gid = uid if acc.group_by_gid(uid) is None else acc.next_gid()
+        else:  # the user's own group: gid = uid when free; -1 while only pw knows it (pending)
+            gid = -1 if pending else (uid if acc.group_by_gid(uid) is None else acc.next_gid())
             acc.add_group(GrEntry(self.name, gid))
         entry = PwEntry(
             self.name, self.password_hash or "*", uid, gid, self.gecos or "", home, shell or DEFAULT_SHELL

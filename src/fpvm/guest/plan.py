@@ -27,7 +27,7 @@ MAX_FILE_SIZE = 64 * 1024 * 1024  # per file, after decompression (resources.MAX
 
 if TYPE_CHECKING:
     from fpvm.guest.context import ApplyContext
-    from fpvm.ignition.model import Config, Directory, File, Link, Resource
+    from fpvm.ignition.model import Config, Resource
     from fpvm.ignition.resources import Budget
     from fpvm.ignition.sources import FetchOptions
 
@@ -211,12 +211,7 @@ def _plan_passwd(b: _Builder, config: Config) -> None:
         )
         if user.ssh_authorized_keys:
             key_actions.append(
-                AuthorizedKeys(
-                    user.name,
-                    list(user.ssh_authorized_keys),
-                    home,
-                    f"{where}.sshAuthorizedKeys",
-                )
+                AuthorizedKeys(user.name, user.ssh_authorized_keys, home, f"{where}.sshAuthorizedKeys")
             )
         if not is_root:
             # Every account in the config is one podman logs in as (`core`, or `--username`'s user,
@@ -235,10 +230,6 @@ def _plan_passwd(b: _Builder, config: Config) -> None:
 
 
 # -- storage ----------------------------------------------------------------------------------------
-def _owner(node: File | Directory | Link) -> tuple[storage.Owner, storage.Owner]:
-    return (node.user.id, node.user.name), (node.group.id, node.group.name)
-
-
 def _check_path(b: _Builder, path: str, where: str) -> bool:
     """A clean absolute path below the root; ``/`` itself is refused here and the rest still applies."""
     try:
@@ -253,15 +244,12 @@ def _check_path(b: _Builder, path: str, where: str) -> bool:
 
 
 def _plan_storage(b: _Builder, config: Config) -> None:
-    entries: list[tuple[int, int, Action]] = []  # (depth, order, action); hard links sort last
+    entries: list[tuple[int, Action]] = []  # (depth, action): a stable sort by depth; hard links last
     hard: list[Action] = []
     st = config.storage
-    order = 0
 
     def add(path: str, action: Action) -> None:
-        nonlocal order
-        order += 1
-        entries.append((len([p for p in path.split("/") if p]), order, action))
+        entries.append((len([p for p in path.split("/") if p]), action))
 
     for i, d in enumerate(st.directories):
         where = f"$.storage.directories[{i}]"
@@ -271,14 +259,8 @@ def _plan_storage(b: _Builder, config: Config) -> None:
         if not place.paths:
             b.actions.append(Note(f"directory {d.path}", place.note, where))
             continue
-        user, group = _owner(d)
         for path in place.paths:
-            add(
-                path,
-                storage.DirectoryAction(
-                    path, user, group, d.mode, bool(d.overwrite), where, place.disposition, place.note, d.path
-                ),
-            )
+            add(path, storage.DirectoryAction(path, d, where, place, d.mode))
     for i, f in enumerate(st.files):
         where = f"$.storage.files[{i}]"
         if not _check_path(b, f.path, f"{where}.path"):
@@ -300,24 +282,8 @@ def _plan_storage(b: _Builder, config: Config) -> None:
         if not place.paths:
             b.actions.append(Note(f"file {f.path}", place.note, where))
             continue
-        user, group = _owner(f)
         for path in place.paths:
-            add(
-                path,
-                storage.FileAction(
-                    path,
-                    data,
-                    appends,
-                    user=user,
-                    group=group,
-                    mode=f.mode,
-                    overwrite=bool(f.overwrite),
-                    source=where,
-                    disposition=place.disposition,
-                    note=place.note,
-                    config_path=f.path,
-                ),
-            )
+            add(path, storage.FileAction(path, f, where, place, data, appends))
     for i, link in enumerate(st.links):
         where = f"$.storage.links[{i}]"
         if not _check_path(b, link.path, f"{where}.path"):
@@ -330,54 +296,27 @@ def _plan_storage(b: _Builder, config: Config) -> None:
         if not place.paths:
             b.actions.append(Note(f"link {link.path}", place.note, where))
             continue
-        user, group = _owner(link)
-        mapped, tnote = storage.map_link_target(target)
-        disposition = place.disposition
-        note = place.note
-        force = False
+        mapped = storage.LINK_TARGETS.get(target, target)
         if link.path == storage.LOCALTIME:
-            disposition, force = "translate", True
-            note = "time zone: replaces the image's /etc/localtime"
-        elif tnote:
-            disposition, note = "translate", tnote
+            place = storage.Placement(
+                "translate", place.paths, "time zone: replaces the image's /etc/localtime"
+            )
+        elif mapped != target:
+            place = storage.Placement("translate", place.paths, f"{target} is {mapped} on FreeBSD")
         if link.hard and not _check_path(b, target, f"{where}.target"):
             continue
         for path in place.paths:
-            action = storage.LinkAction(
-                path,
-                mapped,
-                hard=bool(link.hard),
-                user=user,
-                group=group,
-                overwrite=bool(link.overwrite),
-                source=where,
-                disposition=disposition,
-                note=note,
-                config_path=link.path,
-                config_target=target,
-                force=force,
-            )
+            action = storage.LinkAction(path, link, where, place, mapped)
             if link.hard:
                 hard.append(action)
             else:
                 add(path, action)
             if link.path == storage.LOCALTIME:
-                zone = _zone_name(target)
-                if zone:
-                    add(
-                        storage.ZONEINFO_NAME,
-                        storage.FileAction(
-                            storage.ZONEINFO_NAME,
-                            zone.encode() + b"\n",
-                            overwrite=True,
-                            mode=0o644,
-                            source=where,
-                            disposition="translate",
-                            note="tzsetup(8) remembers the zone here",
-                        ),
-                    )
-    entries.sort(key=lambda e: (e[0], e[1]))
-    b.actions.extend(a for _, _, a in entries)
+                zone = _zoneinfo_file(target, where)
+                if zone is not None:
+                    add(storage.ZONEINFO_NAME, zone)
+    entries.sort(key=lambda e: e[0])
+    b.actions.extend(a for _, a in entries)
     b.actions.extend(hard)
     # tmpfiles.d lines (podman's docker.sock link) are applied after the files, at every boot
     tmpfiles = next(
@@ -387,17 +326,24 @@ def _plan_storage(b: _Builder, config: Config) -> None:
         b.actions.append(storage.TmpfilesCreate(tmpfiles))
 
 
-def _zone_name(target: str) -> str | None:
+def _zoneinfo_file(target: str, where: str) -> storage.FileAction | None:
+    """Where tzsetup(8) remembers the zone of a config's /etc/localtime link (None: no zone named)."""
+    from fpvm.ignition.model import File
+
     marker = "usr/share/zoneinfo/"
     at = target.find(marker)
-    return target[at + len(marker) :] if at >= 0 else None
+    zone = target[at + len(marker) :] if at >= 0 else ""
+    if not zone:
+        return None
+    node = File(path=storage.ZONEINFO_NAME, overwrite=True, mode=0o644)
+    place = storage.Placement("translate", (node.path,), "tzsetup(8) remembers the zone here")
+    return storage.FileAction(node.path, node, where, place, zone.encode() + b"\n", [])
 
 
 def _plan_hostname(b: _Builder, data: bytes | None, where: str) -> None:
     from fpvm.guest.rcconf import RcConfSet
 
-    name = (data or b"").decode("utf-8", "replace").strip().split("\n")
-    host = name[0].strip() if name else ""
+    host = (data or b"").decode("utf-8", "replace").strip().split("\n")[0].strip()  # the first line
     ok = host and len(host) <= 253 and all((c.isascii() and c.isalnum()) or c in "-." for c in host)
     if not ok:
         b.fail(f"{where}.contents", f"/etc/hostname does not hold a valid host name: {host!r}")
@@ -429,16 +375,11 @@ def _plan_mounts(b: _Builder, config: Config) -> None:
 
 def _plan_api_socket(b: _Builder, config: Config) -> None:
     """podman's socket paths (/run/podman, /run/user/<uid>/podman) when the config enables the API."""
-    where = next(
-        (
-            f"$.systemd.units[{i}]"
-            for i, u in enumerate(config.systemd.units)
-            if u.name in ("podman.socket", "podman.service") and u.enabled and not u.mask
-        ),
-        None,
-    )
-    if where is None:
+    api = ("podman.socket", "podman.service")
+    enabling = [i for i, u in enumerate(config.systemd.units) if u.name in api and u.enabled and not u.mask]
+    if not enabling:
         return
+    where = f"$.systemd.units[{enabling[0]}]"
     from fpvm.guest.apisocket import plan_api_socket, podman_users
 
     for action in plan_api_socket(podman_users(config)):

@@ -147,16 +147,15 @@ def provision(
     try:
         for action in actions:
             entry = action.to_json()
+            report.append(entry)
             try:
                 changed = action.apply(ctx)
             except (OSError, ValueError, RuntimeError, CommandError) as exc:
                 ctx.log.error(f"{action.describe()}: {exc}")
                 out.failed.append((action.describe(), str(exc)))
                 entry["error"] = str(exc)
-                report.append(entry)
                 continue
             entry["changed"] = changed
-            report.append(entry)
             if action.disposition == "ignore":
                 out.skipped.append(action.describe())
             elif changed:
@@ -165,8 +164,7 @@ def provision(
         if ready:
             _ready(ctx)
         digest = sha256_hex(data)
-        if ctx.state.get("config_sha256") != digest:
-            ctx.state.set("config_sha256", digest)
+        ctx.state.set("config_sha256", digest)  # saved only if it changed (State.save compares)
         if ctx.state.get("provisioned") is None and not out.failed:
             # Only a complete run counts: the boot step provisions again until one succeeds.
             ctx.state.set("provisioned", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))

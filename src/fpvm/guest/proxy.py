@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
 from fpvm.guest import rcconf
-from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.actions import Action
 from fpvm.safetext import bad_char
 
 if TYPE_CHECKING:
@@ -64,17 +64,10 @@ PODMAN_SERVICE = "podman_service"
 PODMAN_SERVICE_ENV = "podman_service_env"
 ENVIRONMENT_D_FILE = "/etc/environment.d/default-env.conf"
 
-# containers/common pkg/config: ProxyEnv; podman adds the two SSL variables in propagateHostEnv.
-PROXY_VARS: tuple[str, ...] = (
-    "http_proxy",
-    "https_proxy",
-    "ftp_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "FTP_PROXY",
-    "NO_PROXY",
-)
+# containers/common pkg/config: ProxyEnv (each name in both cases); podman adds the two SSL variables
+# in propagateHostEnv.
+_PROXY_NAMES = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy")
+PROXY_VARS: tuple[str, ...] = (*_PROXY_NAMES, *(name.upper() for name in _PROXY_NAMES))
 CERT_VARS: tuple[str, ...] = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 ALLOWED_VARS: tuple[str, ...] = (*PROXY_VARS, *CERT_VARS)
 # podman 5.x's systemd-wide environment files (Linux-only; only CERT_VARS are taken from them).
@@ -83,7 +76,7 @@ SYSTEM_CONF_D_DIR = "/etc/systemd/system.conf.d/"
 CERT_STATE_KEY = "cert_env"
 
 # Linux path podman uses for certificates -> where fpvm puts /etc/containers/* on FreeBSD.
-_CERT_PATHS = (("/etc/containers/", "/usr/local/etc/containers/"),)
+_CERT_LINUX, _CERT_FREEBSD = "/etc/containers/", "/usr/local/etc/containers/"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -201,13 +194,8 @@ def _bash_word(text: str) -> str:
         if c == "\\" and i + 1 < n:
             out.append(text[i + 1])
             i += 2
-        elif c == "'":
-            end = text.find("'", i + 1)
-            end = n if end < 0 else end
-            out.append(text[i + 1 : end])
-            i = end + 1
-        elif c == '"':
-            end = text.find('"', i + 1)
+        elif c in "'\"":
+            end = text.find(c, i + 1)
             end = n if end < 0 else end
             out.append(text[i + 1 : end])
             i = end + 1
@@ -245,10 +233,7 @@ def parse_environment_d(text: str) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        word = _bash_word(line)
-        name, sep, value = word.partition("=")
-        if sep and _NAME.fullmatch(name):
-            env[name] = value
+        env.update(_assignments([_bash_word(line)]))
     return env
 
 
@@ -271,11 +256,14 @@ def parse_default_environment(text: str) -> dict[str, str]:
             words = shlex.split(rest)
         except ValueError:
             continue
-        for word in words:
-            name, sep, value = word.partition("=")
-            if sep and _NAME.fullmatch(name):
-                env[name] = value
+        env.update(_assignments(words))
     return env
+
+
+def _assignments(words: list[str]) -> dict[str, str]:
+    """The ``NAME=value`` words among ``words`` (other words are skipped)."""
+    pairs = (word.partition("=") for word in words)
+    return {name: value for name, sep, value in pairs if sep and _NAME.fullmatch(name)}
 
 
 def cert_env_from_config(config: Config, read: Callable[[Resource], bytes | None]) -> dict[str, str]:
@@ -288,16 +276,10 @@ def cert_env_from_config(config: Config, read: Callable[[Resource], bytes | None
     module, not the other way round.
     """
     env: dict[str, str] = {}
+    parsers = ((ENVIRONMENT_D_DIR, parse_environment_d), (SYSTEM_CONF_D_DIR, parse_default_environment))
     for file in config.storage.files:
-        path = file.path
-        parse = (
-            parse_environment_d
-            if path.startswith(ENVIRONMENT_D_DIR)
-            else parse_default_environment
-            if path.startswith(SYSTEM_CONF_D_DIR)
-            else None
-        )
-        if parse is None or not path.endswith(".conf"):
+        parse = next((p for prefix, p in parsers if file.path.startswith(prefix)), None)
+        if parse is None or not file.path.endswith(".conf"):
             continue
         try:
             data = read(file.contents)
@@ -342,10 +324,8 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     for name in ALLOWED_VARS:
         if name in env and env[name] != "" and name not in unsafe:
             value = env[name]
-            if name.startswith("SSL_CERT_"):
-                for linux, freebsd in _CERT_PATHS:
-                    if value.startswith(linux):
-                        value = freebsd + value[len(linux) :]
+            if name.startswith("SSL_CERT_") and value.startswith(_CERT_LINUX):
+                value = _CERT_FREEBSD + value[len(_CERT_LINUX) :]
             accepted[name] = value
     for name in PROXY_VARS:
         other = name.upper() if name.islower() else name.lower()
@@ -355,38 +335,22 @@ def normalise(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     return ordered, rejected
 
 
-def profile_text(env: dict[str, str]) -> bytes:
-    """The ``profile.d`` script for login shells."""
-    lines = ["# Proxy settings from the podman host, written by fpvm at boot. Do not edit."]
-    lines += [f"export {k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items()]
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-def service_env_value(env: dict[str, str]) -> str:
-    """``podman_service_env``: words rc.subr ``eval``s into ``export -- K='v' ...``."""
-    return " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in env.items())
-
-
 def apply_proxy_env(
-    root: RootFS | str,
-    env: dict[str, str],
-    *,
-    source: str = ENVIRONMENT_D_FILE,
-    warn: Callable[[str], None] | None = None,
+    root: RootFS | str, env: dict[str, str], *, warn: Callable[[str], None] | None = None
 ) -> bool:
     """Make login shells and the podman service see ``env`` (empty: remove fpvm's settings).
 
     Returns True when a file changed; the caller decides whether a running podman service must be
     restarted (the new environment reaches it only at its next start). Unknown variables are dropped
-    (see ``normalise``); a value with control characters is dropped with a warning naming ``source``
-    (through ``warn``, else on stderr).
+    (see ``normalise``); a value with control characters is dropped with a warning naming podman 5.x's
+    ``ENVIRONMENT_D_FILE`` (through ``warn``, else on stderr).
     """
     if isinstance(root, str):
         from fpvm.guest.rootfs import RootFS as _RootFS
 
         root = _RootFS(root)
     for name in unsafe_values(env):
-        msg = f"{source}: value of {name} contains control characters; ignored"
+        msg = f"{ENVIRONMENT_D_FILE}: value of {name} contains control characters; ignored"
         if warn is not None:
             warn(msg)
         else:
@@ -396,8 +360,11 @@ def apply_proxy_env(
     accepted, _rejected = normalise(env)
     changed = False
     if accepted:
-        changed |= root.write(PROFILE_FILE, profile_text(accepted), 0o644, 0, 0)
-        value: str | None = service_env_value(accepted)
+        lines = ["# Proxy settings from the podman host, written by fpvm at boot. Do not edit."]
+        lines += [f"export {k}={rcconf.sh_quote(v, single=True)}" for k, v in accepted.items()]
+        changed |= root.write(PROFILE_FILE, ("\n".join(lines) + "\n").encode("utf-8"), 0o644, 0, 0)
+        # podman_service_env: words rc.subr ``eval``s into ``export -- K='v' ...``
+        value: str | None = " ".join(f"{k}={rcconf.sh_quote(v, single=True)}" for k, v in accepted.items())
     else:
         if root.lstat(PROFILE_FILE) is not None:
             changed |= root.remove(PROFILE_FILE)
@@ -411,14 +378,8 @@ class ProxyEnvAction(Action):
 
     kind = "proxy-env"
 
-    def __init__(
-        self,
-        env: dict[str, str],
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, env: dict[str, str], source: str = "") -> None:
+        super().__init__(source, "translate")
         self.env, self.rejected = normalise(env)
         self.unsafe = unsafe_values(env)
 

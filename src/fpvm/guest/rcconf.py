@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from fpvm.guest.actions import Action, Disposition
+from fpvm.guest.actions import Action
 from fpvm.safetext import bad_char
 from fpvm.safetext import lines as split_lines
 
@@ -55,11 +55,6 @@ def sh_quote(value: str, *, single: bool = False) -> str:
         return "'" + value.replace("'", "'\\''") + "'"
     out = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
     return f'"{out}"'
-
-
-def quote(value: str) -> str:
-    """``value`` as an sh double-quoted word (what rc.subr reads back as exactly ``value``)."""
-    return sh_quote(value)
 
 
 def unquote(text: str) -> str | None:
@@ -133,21 +128,16 @@ def update_text(text: str, values: dict[str, str | None]) -> str:
     lines = split_lines(text, keepends=True)
     for name, value in values.items():
         _check_name(name)
-        where = [i for i, line in enumerate(lines) if (m := _ASSIGN.match(line)) and m.group(1) == name]
+        found = [(i, m) for i, line in enumerate(lines) if (m := _ASSIGN.match(line)) and m.group(1) == name]
         if value is None:
-            for i in reversed(where):
+            for i, _ in reversed(found):
                 del lines[i]
             continue
-        current = None
-        if where:
-            m = _ASSIGN.match(lines[where[-1]])
-            assert m is not None
-            current = unquote(m.group(2))
-        if current == value:
+        if found and unquote(found[-1][1].group(2)) == value:
             continue
-        new = f"{name}={quote(value)}\n"
-        if where:
-            lines[where[-1]] = new
+        new = f"{name}={sh_quote(value)}\n"
+        if found:
+            lines[found[-1][0]] = new
         else:
             if lines and not lines[-1].endswith("\n"):
                 lines[-1] += "\n"
@@ -178,9 +168,7 @@ def set_values(root: RootFS, service: str, values: dict[str, str | None], direct
     path = conf_path(root, service, directory)
     old = root.read_text(path)
     new = update_text(old or "", values)
-    if old is not None and new == old:
-        return False
-    if old is None and new == "":
+    if new == (old or ""):
         return False
     if new.strip() == "" and old is not None:
         return root.remove(path)
@@ -197,26 +185,19 @@ class RcConfSet(Action):
 
     kind = "rcconf"
 
-    def __init__(
-        self,
-        service: str,
-        values: dict[str, str | None],
-        source: str = "",
-        disposition: Disposition = "translate",
-        note: str = "",
-    ) -> None:
-        super().__init__(source, disposition, note)
+    def __init__(self, service: str, values: dict[str, str | None], source: str = "", note: str = "") -> None:
+        super().__init__(source, "translate", note)
         if not _SERVICE.match(service):
             raise RcConfError(f"invalid rc service name {service!r}")
         for name, value in values.items():
             _check_name(name)
             if value is not None:
-                quote(value)
+                sh_quote(value)
         self.service = service
         self.values = dict(values)
 
     def describe(self) -> str:
-        parts = [f"{k}={quote(v)}" if v is not None else f"-{k}" for k, v in self.values.items()]
+        parts = [f"{k}={sh_quote(v)}" if v is not None else f"-{k}" for k, v in self.values.items()]
         text = f"rc.conf.d/{self.service}: {' '.join(parts)}"
         return text + (f"  ({self.note})" if self.note else "")
 

@@ -201,7 +201,7 @@ def signal_ready(
     ssh_port: int = 22,
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = DEFAULT_INTERVAL,
-    log: Log | None = None,
+    log: Log,
 ) -> int:
     """Wait for sshd and the API socket, then write Ready; the exit status for ``fpvm guest ready``.
 
@@ -210,8 +210,6 @@ def signal_ready(
     0: sent after both conditions held, or the port is absent (logged); 1: the deadline passed (Ready
     sent anyway) or the port could not be written.
     """
-    info = log.info if log is not None else _stderr
-    warn = log.warn if log is not None else _stderr
     from fpvm.guest.rootfs import RootFS
 
     api_socket = resolve_api_socket(RootFS(root), api_socket)
@@ -224,33 +222,26 @@ def signal_ready(
     )
     status = 0
     if waited.ok:
-        info(
+        log.info(
             f"ready: sshd answers on {ssh_host}:{ssh_port}" + (f", {api_socket} exists" if api_socket else "")
         )
     else:
-        missing = [
-            w
-            for w, ok in ((f"sshd on {ssh_host}:{ssh_port}", waited.sshd), (str(api_socket), waited.api))
-            if not ok
-        ]
-        warn(
+        missing = [] if waited.sshd else [f"sshd on {ssh_host}:{ssh_port}"]
+        missing += [] if waited.api else [str(api_socket)]
+        log.warn(
             f"ready: gave up after {waited.seconds:.0f} s waiting for {', '.join(missing)}; "
             "sending Ready anyway"
         )
         status = 1
     result = write_ready(port)
     if result == "sent":
-        info(f"ready: wrote Ready to {port}")
+        log.info(f"ready: wrote Ready to {port}")
     elif result == "absent":
-        warn(f"ready: {port} does not exist (no virtio-serial port for podman); not signalled")
+        log.warn(f"ready: {port} does not exist (no virtio-serial port for podman); not signalled")
     else:
-        warn(f"ready: {result}")
+        log.warn(f"ready: {result}")
         status = 1
     return status
-
-
-def _stderr(msg: str) -> None:
-    print(f"fpvm: {msg}", file=sys.stderr)
 
 
 def ready_main(args: argparse.Namespace) -> int:
@@ -275,5 +266,5 @@ def ready_main(args: argparse.Namespace) -> int:
         try:
             log.flush(root)
         except OSError as exc:
-            _stderr(f"cannot write the log under {root.root}: {exc}")
+            print(f"fpvm: cannot write the log under {root.root}: {exc}", file=sys.stderr)
 

@@ -246,7 +246,12 @@ class RootFS:
             except FileNotFoundError:
                 os.mkdir(host, mode)
                 os.chmod(host, mode)  # umask would otherwise narrow it
-                self._chown(host, uid, gid, follow=True)
+                if self.can_chown:
+                    try:
+                        os.chown(host, uid, gid)
+                    except OSError as exc:
+                        if exc.errno != errno.EPERM:
+                            raise
                 self._durable("", os.path.dirname(host))
                 changed = True
                 self._dirs.add(sub)
@@ -272,7 +277,6 @@ class RootFS:
         gid: int | None = 0,
     ) -> bool:
         """Atomically replace the file unless it already has these bytes, mode and owner."""
-        _not_root(guest_path)
         self.makeparents(guest_path)
         host = self._node(guest_path)
         self._clean_temps(os.path.dirname(host))
@@ -341,7 +345,6 @@ class RootFS:
         """Make ``guest_path`` a symlink to ``target`` (replacing a different link or a file)."""
         if not target or "\0" in target:
             raise UnsafePathError(f"{guest_path!r}: empty or invalid link target")
-        _not_root(guest_path)
         self.makeparents(guest_path)
         host = Path(self._node(guest_path))
         self._clean_temps(host.parent)
@@ -400,15 +403,6 @@ class RootFS:
         if key not in self._cleaned:
             self._cleaned.add(key)
             clean_stale_temps(key, self._started)
-
-    def _chown(self, host: str | Path, uid: int | None, gid: int | None, *, follow: bool) -> None:
-        if not self.can_chown or (uid is None and gid is None):
-            return
-        try:
-            os.chown(host, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=follow)
-        except OSError as exc:
-            if exc.errno != errno.EPERM:
-                raise
 
 
 def _lstat(host: str | Path) -> os.stat_result | None:

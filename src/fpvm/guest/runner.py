@@ -51,14 +51,11 @@ class Runner:
 class SubprocessRunner(Runner):
     """Run commands for real; a failing command raises CommandError when ``check``."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.env = env
-
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True) -> Result:
         import subprocess  # not on the boot path when nothing runs
 
         try:
-            proc = subprocess.run(list(argv), input=input, capture_output=True, env=self.env, check=False)
+            proc = subprocess.run(list(argv), input=input, capture_output=True, check=False)
         except FileNotFoundError:
             result = Result(127, b"", f"{argv[0]}: command not found".encode())
         else:

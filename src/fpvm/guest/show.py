@@ -26,6 +26,7 @@ LEGEND = (
     ("translate", "done the FreeBSD way (another path, rc.conf.d instead of systemd ...); how and why below"),
     ("ignore", "not done: Linux-only or not supported in the VM; why below"),
 )
+SECTIONS = ("users", "files", "directories", "links", "units", "devices", "kernel arguments")
 # The reason of an item the plan has no action for.
 NO_ACTION = "nothing to do on FreeBSD: the guest leaves it alone"
 
@@ -33,25 +34,6 @@ NO_ACTION = "nothing to do on FreeBSD: the guest leaves it alone"
 # Exit status when the config file cannot be read (missing, a directory, no permission): the same as
 # ``fpvm ignition validate``'s; an invalid config is 1.
 EXIT_UNREADABLE = 2
-
-
-class _Unreadable(Exception):
-    """The config file could not be read; the message is the one line to print."""
-
-
-def _read(path: str) -> tuple[Config | None, list[str]]:
-    """Load the config at ``path`` (``-``: standard input) -> (config or None, problems)."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read()
-    except OSError as exc:
-        raise _Unreadable(f"{path}: cannot read: {exc.strerror or exc}") from None
-    from fpvm.guest.provision import load_config
-
-    return load_config(data)
 
 
 def _plan(config: Config, root: str | None, fetch_remote: bool) -> tuple[list[Action] | None, list[str]]:
@@ -80,21 +62,6 @@ def _invalid(path: str, problems: list[str]) -> int:
     return 1
 
 
-def _by_item(actions: list[Action]) -> dict[str, list[Action]]:
-    out: dict[str, list[Action]] = {}
-    for a in actions:
-        m = _ITEM.match(a.source)
-        if m:
-            out.setdefault(m.group(1), []).append(a)
-    return out
-
-
-def _disposition(actions: list[Action]) -> str:
-    if not actions:
-        return "ignore"
-    return max((a.disposition for a in actions), key=lambda d: _RANK[d])
-
-
 def _decoded_size(file: File) -> str:
     from fpvm.guest.plan import PlanOptions, ResourceError, resource_bytes
 
@@ -119,16 +86,19 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
     """Users, files, directories, links, units, devices and kernel arguments, each with its disposition."""
     from fpvm.guest.systemd import classify_unit
 
-    items = _by_item(actions)
+    items: dict[str, list[Action]] = {}  # config item ($.storage.files[3]) -> the actions it became
+    for a in actions:
+        if m := _ITEM.match(a.source):
+            items.setdefault(m.group(1), []).append(a)
 
     def entry(where: str, classified: tuple[str, str] | None = None, **info: Any) -> dict[str, Any]:
         """One item: its disposition and the reasons (every translate and ignore has at least one)."""
         acts = items.get(where, [])
-        disposition = _disposition(acts)
+        disposition = max((a.disposition for a in acts), key=lambda d: _RANK[d], default="ignore")
         notes = sorted({_reason(a) for a in acts if a.note and a.note != info.get("name")})
         if classified is not None:  # a unit: the table's verdict, even when another unit acts for it
             kind, why = classified
-            disposition = max(disposition, kind, key=lambda d: _RANK[d]) if acts else kind
+            disposition = max(disposition, kind, key=lambda d: _RANK[d])
             notes = [why, *(n for n in notes if n != why)]
         if disposition == "translate":
             # What is done instead, for translate actions that carry no reason of their own.
@@ -141,15 +111,7 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
         info["actions"] = [a.describe() for a in acts]
         return info
 
-    out: dict[str, list[dict[str, Any]]] = {
-        "users": [],
-        "files": [],
-        "directories": [],
-        "links": [],
-        "units": [],
-        "devices": [],
-        "kernel arguments": [],
-    }
+    out: dict[str, list[dict[str, Any]]] = {section: [] for section in SECTIONS}
     for i, u in enumerate(config.passwd.users):
         keys = [
             k.split()[0] + " …" + (k.split()[-1] if len(k.split()) > 2 else "") for k in u.ssh_authorized_keys
@@ -177,11 +139,7 @@ def summary(config: Config, actions: list[Action]) -> dict[str, list[dict[str, A
             entry(f"$.storage.links[{i}]", path=link.path, target=link.target, hard=bool(link.hard))
         )
     for i, unit in enumerate(config.systemd.units):
-        state = (
-            "masked"
-            if unit.mask
-            else ("enabled" if unit.enabled else ("disabled" if unit.enabled is False else ""))
-        )
+        state = "masked" if unit.mask else {True: "enabled", False: "disabled", None: ""}[unit.enabled]
         where = f"$.systemd.units[{i}]"
         out["units"].append(entry(where, classify_unit(unit, where), name=unit.name, state=state))
     st = config.storage
@@ -233,12 +191,19 @@ def render(path: str, info: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def _load(path: str, root: str | None, fetch_remote: bool) -> tuple[Config, list[Action]] | int:
-    """The config at ``path`` and its plan, or the exit status after the message (unreadable, invalid)."""
+    """The config at ``path`` (``-``: stdin) and its plan, or the exit status after the message."""
     try:
-        config, problems = _read(path)
-    except _Unreadable as exc:
-        print(exc, file=sys.stderr)
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_UNREADABLE
+    from fpvm.guest.provision import load_config
+
+    config, problems = load_config(data)
     if config is None:
         return _invalid(path, problems)
     actions, problems = _plan(config, root, fetch_remote)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from fpvm.guest.context import ApplyContext
+    from fpvm.ignition.model import Directory, File, Link
 
 CONTAINERS_LINUX = "/etc/containers"
 CONTAINERS_FREEBSD = "/usr/local/etc/containers"
@@ -36,6 +37,7 @@ CERTS_LINUX = CONTAINERS_LINUX + "/certs.d"
 MARKERS = ("/etc/containers/podman-machine", "/etc/podman-machine")
 PODMAN_LINUX = "/usr/bin/podman"
 PODMAN_FREEBSD = "/usr/local/bin/podman"
+LINK_TARGETS = {PODMAN_LINUX: PODMAN_FREEBSD}  # link targets: Linux binaries that live elsewhere on FreeBSD
 LOCALTIME = "/etc/localtime"
 HOSTNAME = "/etc/hostname"
 ZONEINFO_NAME = "/var/db/zoneinfo"  # tzsetup(8) records the zone name here
@@ -85,33 +87,22 @@ def classify(path: str) -> Placement:
             return Placement("ignore", (), f"Linux-only: {why}")
     if "/.config/systemd/" in path + "/":
         return Placement("ignore", (), "Linux-only: systemd user units")
+    if path == HOSTNAME:
+        return Placement("translate", (), "hostname goes to /etc/rc.conf.d/hostname")
+    if not _under(path, CONTAINERS_LINUX):
+        return Placement("apply", (path,))  # also the marker /etc/podman-machine
+    mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
     if path in MARKERS:
-        if path.startswith(CONTAINERS_LINUX + "/"):
-            mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
-            return Placement(
-                "translate", (path, mapped), "machine marker: Linux path (podman reads it) + FreeBSD"
-            )
-        return Placement("apply", (path,))
+        return Placement(
+            "translate", (path, mapped), "machine marker: Linux path (podman reads it) + FreeBSD"
+        )
     if _under(path, CERTS_LINUX):
         # podman 4.x-5.8 also sets SSL_CERT_FILE/SSL_CERT_DIR to these Linux paths (fw_cfg environment,
         # /etc/profile.d/podman-machine-ssl.sh): keep them valid beside the FreeBSD copy podman reads.
-        mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
         return Placement(
             "translate", (mapped, path), "certificates: FreeBSD path (podman) + Linux path (SSL_CERT_*)"
         )
-    if _under(path, CONTAINERS_LINUX):
-        mapped = CONTAINERS_FREEBSD + path[len(CONTAINERS_LINUX) :]
-        return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")
-    if path == HOSTNAME:
-        return Placement("translate", (), "hostname goes to /etc/rc.conf.d/hostname")
-    return Placement("apply", (path,))
-
-
-def map_link_target(target: str) -> tuple[str, str]:
-    """(target, note): Linux binaries that live elsewhere on FreeBSD."""
-    if target == PODMAN_LINUX:
-        return PODMAN_FREEBSD, f"{PODMAN_LINUX} is {PODMAN_FREEBSD} on FreeBSD"
-    return target, ""
+    return Placement("translate", (mapped,), f"FreeBSD's podman reads {CONTAINERS_FREEBSD}")
 
 
 class RootRefused(Action):
@@ -161,27 +152,20 @@ def _owner_text(owner: Owner) -> str:
 
 
 class _Node(Action):
-    def __init__(
-        self,
-        path: str,
-        user: Owner,
-        group: Owner,
-        mode: int | None,
-        overwrite: bool,
-        source: str,
-        disposition: Disposition,
-        note: str,
-        config_path: str,
-    ) -> None:
-        super().__init__(source, disposition, note)
-        self.path = path
-        self.user = user
-        self.group = group
-        self.mode = mode
-        self.overwrite = overwrite
-        self.config_path = config_path  # the path as the config wrote it
+    """A file, directory or link of ``storage`` at ``path``, the FreeBSD place of the config's ``node``."""
 
-    def _owner_fields(self) -> dict[str, Any]:
+    def __init__(
+        self, path: str, node: File | Directory | Link, source: str, place: Placement, mode: int | None = None
+    ) -> None:
+        super().__init__(source, place.disposition, place.note)
+        self.path = path
+        self.user: Owner = (node.user.id, node.user.name)
+        self.group: Owner = (node.group.id, node.group.name)
+        self.mode = mode
+        self.overwrite = bool(node.overwrite)
+        self.config_path = node.path  # the path as the config wrote it
+
+    def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path}
         if self.config_path != self.path:
             out["config_path"] = self.config_path
@@ -209,21 +193,15 @@ class FileAction(_Node):
     def __init__(
         self,
         path: str,
+        node: File,
+        source: str,
+        place: Placement,
         contents: bytes | None,
-        append: list[bytes] | None = None,
-        *,
-        user: Owner = (None, None),
-        group: Owner = (None, None),
-        mode: int | None = None,
-        overwrite: bool = False,
-        source: str = "",
-        disposition: Disposition = "apply",
-        note: str = "",
-        config_path: str | None = None,
+        append: list[bytes],
     ) -> None:
-        super().__init__(path, user, group, mode, overwrite, source, disposition, note, config_path or path)
+        super().__init__(path, node, source, place, node.mode)
         self.contents = contents
-        self.append = list(append or [])
+        self.append = append
 
     def describe(self) -> str:
         size = "keep contents" if self.contents is None else f"{len(self.contents)} bytes"
@@ -231,7 +209,7 @@ class FileAction(_Node):
         return f"file {self.path}{self._suffix()}: {size}{app}"
 
     def fields(self) -> dict[str, Any]:
-        out = self._owner_fields()
+        out = super().fields()
         out["size"] = None if self.contents is None else len(self.contents)
         if self.append:
             out["append_sizes"] = [len(a) for a in self.append]
@@ -263,11 +241,9 @@ class FileAction(_Node):
         data, record = _append_fragments(ctx, self.path, base, self.append, fresh)
         if st is not None and not exists_regular:
             fs.remove(self.path)
-        mode = (
-            self.mode
-            if self.mode is not None
-            else (stat.S_IMODE(st.st_mode) if exists_regular and st else 0o644)
-        )
+        mode = self.mode
+        if mode is None:
+            mode = stat.S_IMODE(st.st_mode) if st is not None and exists_regular else 0o644
         changed = fs.write(self.path, data, mode, uid, gid)
         if record is not None:
             _appended(ctx)[self.path] = record  # only once the bytes are written
@@ -324,9 +300,6 @@ class DirectoryAction(_Node):
     def describe(self) -> str:
         return f"directory {self.path}{self._suffix()}"
 
-    def fields(self) -> dict[str, Any]:
-        return self._owner_fields()
-
     def apply(self, ctx: ApplyContext) -> bool:
         fs = ctx.root
         uid, gid = self._ids(ctx)
@@ -347,27 +320,12 @@ class DirectoryAction(_Node):
 class LinkAction(_Node):
     kind = "link"
 
-    def __init__(
-        self,
-        path: str,
-        target: str,
-        *,
-        hard: bool = False,
-        user: Owner = (None, None),
-        group: Owner = (None, None),
-        overwrite: bool = False,
-        source: str = "",
-        disposition: Disposition = "apply",
-        note: str = "",
-        config_path: str | None = None,
-        config_target: str | None = None,
-        force: bool = False,
-    ) -> None:
-        super().__init__(path, user, group, None, overwrite, source, disposition, note, config_path or path)
-        self.target = target
-        self.hard = hard
-        self.config_target = config_target or target
-        self.force = force  # replace even with overwrite false (translated links such as /etc/localtime)
+    def __init__(self, path: str, node: Link, source: str, place: Placement, target: str) -> None:
+        super().__init__(path, node, source, place)
+        self.target = target  # the config's target, mapped (LINK_TARGETS)
+        self.hard = bool(node.hard)
+        self.config_target = node.target or target
+        self.force = node.path == LOCALTIME  # replaced even with overwrite false: a translated link
 
     def describe(self) -> str:
         arrow = "=>" if self.hard else "->"
@@ -375,7 +333,7 @@ class LinkAction(_Node):
         return f"link {self.path} {arrow} {self.target}{was}"
 
     def fields(self) -> dict[str, Any]:
-        out = self._owner_fields()
+        out = super().fields()
         out["target"] = self.target
         out["hard"] = self.hard
         if self.config_target != self.target:

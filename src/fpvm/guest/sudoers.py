@@ -20,12 +20,6 @@ if TYPE_CHECKING:
 SUDOERS_FILE = "/usr/local/etc/sudoers.d/fpvm-podman"
 
 
-def render(users: list[str]) -> bytes:
-    lines = ["# Written by fpvm from the machine's Ignition config: podman runs sudo without a terminal."]
-    lines += [f"{u} ALL=(ALL:ALL) NOPASSWD: ALL" for u in users]
-    return ("\n".join(lines) + "\n").encode()
-
-
 class SudoersFile(Action):
     kind = "sudoers"
 
@@ -41,4 +35,6 @@ class SudoersFile(Action):
         return {"users": self.users, "path": self.path}
 
     def apply(self, ctx: ApplyContext) -> bool:
-        return ctx.root.write(self.path, render(self.users), 0o440, 0, 0)
+        lines = ["# Written by fpvm from the machine's Ignition config: podman runs sudo without a terminal."]
+        lines += [f"{u} ALL=(ALL:ALL) NOPASSWD: ALL" for u in self.users]
+        return ctx.root.write(self.path, ("\n".join(lines) + "\n").encode(), 0o440, 0, 0)

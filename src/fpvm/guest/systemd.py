@@ -145,15 +145,8 @@ def plan_units(config: Config, *, environment: dict[str, str] | None = None) -> 
                 Note(f"{name} drop-ins", "systemd drop-ins have no FreeBSD meaning; skipped", where)
             )
     if podman_enable is not None:
-        actions.insert(
-            0,
-            RcConfSet(
-                PODMAN_SERVICE,
-                {"podman_service_enable": podman_enable},
-                source=podman_source,
-                note="podman.socket",
-            ),
-        )
+        enable: dict[str, str | None] = {"podman_service_enable": podman_enable}
+        actions.insert(0, RcConfSet(PODMAN_SERVICE, enable, source=podman_source, note="podman.socket"))
     if environment is not None:
         from fpvm.guest.proxy import ProxyEnvAction
 

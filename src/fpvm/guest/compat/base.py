@@ -38,21 +38,17 @@ class Shim:
         runner: Runner,
         err: TextIO | None = None,
         out: TextIO | None = None,
-        lines: list[str] | None = None,
     ) -> None:
         self.name = name
         self.root = root
         self.runner = runner
         self.err: TextIO = sys.stderr if err is None else err
         self.out: TextIO = sys.stdout if out is None else out
-        self.lines: list[str] = [] if lines is None else lines
+        self.lines: list[str] = []
 
     @classmethod
-    def make(
-        cls, name: str, root: str = "/", record: str | None = None, runner: Runner | None = None
-    ) -> Shim:
-        if runner is None:
-            runner = RecordingRunner(record) if record is not None else SubprocessRunner()
+    def make(cls, name: str, root: str = "/", record: str | None = None) -> Shim:
+        runner = RecordingRunner(record) if record is not None else SubprocessRunner()
         return cls(name, RootFS(root), runner)
 
     def _log(self, level: str, msg: str) -> None:

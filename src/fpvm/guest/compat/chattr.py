@@ -33,7 +33,7 @@ def run(shim: Shim, args: list[str]) -> int:
             )
     for path in paths:
         try:
-            present = shim.root.exists(path) or shim.root.is_dir(path)
+            present = shim.root.exists(path)
         except UnsafePathError as exc:
             return shim.error(str(exc))
         if not present:

@@ -18,11 +18,9 @@ def launchers(fpvm: str = FPVM) -> dict[str, str]:
 
     ``fpvm`` is the agent's command path in the image; tests pass another to run the same text.
     """
-    out: dict[str, str] = {}
-    for name in NAMES:
-        out[name] = (
-            "#!/bin/sh\n"
-            f"# fpvm linux-compat: podman runs `{name}` in its guest; do it the FreeBSD way.\n"
-            f'exec {fpvm} guest shim {name} "$@"\n'
-        )
-    return out
+    return {
+        name: "#!/bin/sh\n"
+        f"# fpvm linux-compat: podman runs `{name}` in its guest; do it the FreeBSD way.\n"
+        f'exec {fpvm} guest shim {name} "$@"\n'
+        for name in NAMES
+    }

@@ -26,8 +26,7 @@ from fpvm.guest.mounts import (
 from fpvm.guest.rootfs import UnsafePathError
 
 HANDLED = ("9p", "virtiofs")
-# option -> allowed values (None: any value; "": a flag without value)
-IGNORED_9P = {"version": None, "msize": None, "cache": None}
+IGNORED_9P = ("version", "msize", "cache")  # Linux 9p tuning: accepted (with a value), no meaning for p9fs
 SELINUX = ("context", "defcontext", "fscontext", "rootcontext")
 
 
@@ -66,11 +65,8 @@ def parse(args: list[str]) -> tuple[str, list[str], list[str]]:
         elif a.startswith(("-t", "-o")) and len(a) > 2:
             a, value = a[:2], a[2:]
             i += 1
-        elif a == "-r":
-            a, value = "-o", "ro"
-            i += 1
-        elif a == "-w":
-            a, value = "-o", "rw"
+        elif a in ("-r", "-w"):
+            a, value = "-o", ("ro" if a == "-r" else "rw")
             i += 1
         elif a == "--":
             operands.extend(args[i + 1 :])

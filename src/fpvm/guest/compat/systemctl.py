@@ -31,10 +31,6 @@ ACTIONS = ("start", "stop", "restart", "enable", "disable")
 QUIET = ("-q", "--quiet", "--no-block", "--system", "--no-pager", "--no-ask-password")
 
 
-def unit_name(name: str) -> str:
-    return name if "." in name else f"{name}.service"
-
-
 def daemon_reload(shim: Shim) -> int:
     from fpvm.guest.proxy import PODMAN_SERVICE, apply_proxy_env, read_environment_d, saved_cert_env
 
@@ -58,7 +54,7 @@ def daemon_reload(shim: Shim) -> int:
 def unit_action(shim: Shim, action: str, units: list[str], now: bool) -> int:
     status = 0
     for unit in units:
-        rc = UNITS.get(unit_name(unit))
+        rc = UNITS.get(unit if "." in unit else f"{unit}.service")
         if rc is None:
             shim.note(f"{action} {unit}: no FreeBSD counterpart, nothing done")
             continue

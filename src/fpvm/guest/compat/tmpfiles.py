@@ -116,7 +116,6 @@ def create_links(
                 if kind.rstrip("!-") == "L" and shim.root.lstat(link) is not None:
                     shim.info(f"{conf}:{lineno}: {link} exists, left as it is (L)")
                     continue
-                shim.root.makeparents(link)
                 if shim.root.symlink(link, target):
                     changed.append(link)
             except (UnsafePathError, OSError) as exc:
