@@ -269,3 +269,19 @@ def test_missing_arch_and_missing_tag_are_clear(
     assert reg.fetch(ref, "amd64", tls_verify=False, show_progress=False).name.endswith(".qcow2.zst")
     with pytest.raises(MachineError, match="cannot pull"):
         reg.fetch(f"docker://{registry.host}/only:9.9", "amd64", tls_verify=False, show_progress=False)
+
+
+def test_vhdx_disks_are_what_podmans_hyperv_provider_selects(disks: dict[str, Any], tmp_path: Path) -> None:
+    raw = tmp_path / "plain.raw"
+    _raw_disk(raw, 7)
+    vhdx = tmp_path / "plain.vhdx"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", str(raw),
+                    str(vhdx)], check=True)  # fmt: skip
+    packed = _zst(vhdx, tmp_path / f"fpvm-{RELEASE}-amd64.vhdx.zst")
+    layout = tmp_path / "layout"
+    res = run_fpvm("image", "package", str(layout), str(packed), *map(str, disks["files"]))
+    assert res.returncode == 0, res.stderr
+    index = _index(layout)
+    manifests = {e["digest"]: json.loads(_blob(layout, e["digest"])) for e in index["manifests"]}
+    assert podman_pick(index, manifests, "hyperv", "x86_64") == "fpvm-15.1-RELEASE-hyperv.x86_64.vhdx.zst"
+    assert podman_pick(index, manifests, "qemu", "x86_64").endswith(".qcow2.zst")

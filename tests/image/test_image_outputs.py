@@ -51,7 +51,9 @@ def test_zst_output_is_read_by_the_zstd_tool(tmp_path: Path) -> None:
     assert out == data
 
 
-@pytest.mark.parametrize(("fmt", "compression"), [("raw", "zst"), ("qcow2", "none"), ("qcow2", "xz")])
+@pytest.mark.parametrize(
+    ("fmt", "compression"), [("raw", "zst"), ("qcow2", "none"), ("qcow2", "xz"), ("vhdx", "zst")]
+)
 def test_output_steps(tmp_path: Path, fmt: str, compression: str) -> None:
     raw = tmp_path / "work/image.raw"
     raw.parent.mkdir()
@@ -73,12 +75,12 @@ def test_output_steps(tmp_path: Path, fmt: str, compression: str) -> None:
     elif compression == "zst":
         plain = tmp_path / "unpacked"
         plain.write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(final.read_bytes()))
-    if fmt == "qcow2":
+    if fmt != "raw":
         info = subprocess.run(
             ["qemu-img", "info", "--output=json", str(plain)], capture_output=True, check=True
         )
-        assert b'"format": "qcow2"' in info.stdout
-        same = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(plain)])
+        assert f'"format": "{fmt}"'.encode() in info.stdout
+        same = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", fmt, str(raw), str(plain)])
         assert same.returncode == 0
     else:
         assert plain.read_bytes() == data

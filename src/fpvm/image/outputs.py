@@ -1,7 +1,8 @@
 """What a build leaves behind: the image in its format, compressed, with a SHA256 file.
 
-raw is the source of truth (podman's macOS providers take raw only); qcow2 comes from
-``qemu-img convert -f raw -O qcow2`` with both formats explicit, so QEMU never probes. Compression
+raw is the source of truth (podman's macOS providers take raw only); qcow2 (podman's qemu provider) and
+vhdx (its hyperv provider: a dynamic VHDX, which is what Hyper-V attaches) come from ``qemu-img convert
+-f raw -O FORMAT`` with both formats explicit, so QEMU never probes. Compression
 runs in-process (zstandard, lzma) so no zstd/xz binary is needed on the build host; podman decompresses
 either by content. The default zstd level comes from benchmarks/bench_compression.py.
 """
@@ -18,6 +19,9 @@ from pathlib import Path
 from fpvm.fsutil import fsync_dir
 from fpvm.image import plan
 from fpvm.image.plan import Step
+
+# qemu-img's options per converted format (raw is moved, not converted).
+CONVERT: dict[str, tuple[str, ...]] = {"qcow2": (), "vhdx": ("-o", "subformat=dynamic")}
 
 ZSTD_LEVEL = 19
 XZ_PRESET = 6
@@ -115,10 +119,11 @@ def output_steps(
     """Steps turning the built ``raw`` image into the deliverables in ``output_dir``."""
     steps: list[Step] = []
     image = output_dir / image_name
-    if fmt == "qcow2":
+    if fmt in CONVERT:
         steps.append(
             plan.command(
-                "convert to qcow2", "qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(image)
+                f"convert to {fmt}",
+                *("qemu-img", "convert", "-f", "raw", "-O", fmt, *CONVERT[fmt], str(raw), str(image)),
             )
         )
     elif raw != image:

@@ -23,7 +23,7 @@ from fpvm.contract import API_SOCKET
 
 DEFAULT_RELEASE = "15.1-RELEASE"
 METHODS: tuple[str, ...] = ("pkgbase", "builder-vm", "poudriere")
-FORMATS: tuple[str, ...] = ("raw", "qcow2")
+FORMATS: tuple[str, ...] = ("raw", "qcow2", "vhdx")  # vhdx: podman's hyperv provider (Windows)
 COMPRESSIONS: tuple[str, ...] = ("zst", "xz", "none")
 ACCELS: tuple[str, ...] = ("auto", "kvm", "hvf", "tcg")
 FILESYSTEMS: tuple[str, ...] = ("zfs", "ufs")
@@ -149,7 +149,12 @@ SETTINGS: tuple[Setting, ...] = (
         "how to build: pkgbase (FreeBSD host), builder-vm (default on Linux/macOS), poudriere (FreeBSD host)",
         choices=METHODS,
     ),
-    Setting("format", "raw", "disk format of the image", choices=FORMATS),
+    Setting(
+        "format",
+        "raw",
+        "disk format: raw (fpvm machine, applehv), qcow2 (qemu), vhdx (hyperv)",
+        choices=FORMATS,
+    ),
     Setting(
         "compress",
         "zst",
