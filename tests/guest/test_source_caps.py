@@ -208,6 +208,18 @@ def test_kvp_pool_is_streamed_with_a_record_cap(tmp_path: Path) -> None:
     assert kvp.read_pool(str(path)) == [(b"ignition.config.0", b"{}")]
 
 
+def test_kvp_ignition_values_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_kvp import record
+
+    path = pool_path(tmp_path)
+    path.write_bytes(record(b"ignition.config.0", b"x" * 6) + record(b"ignition.config.1", b"y" * 5))
+    monkeypatch.setattr(kvp, "MAX_CONFIG_BYTES", 11)
+    assert kvp.read_ignition(str(tmp_path)) == (b"x" * 6 + b"y" * 5, 2)
+    monkeypatch.setattr(kvp, "MAX_CONFIG_BYTES", 10)
+    with pytest.raises(kvp.KvpError, match="values exceed the 10-byte config limit"):
+        kvp.read_ignition(str(tmp_path))
+
+
 def test_kvp_pool_fifo_or_symlink_is_an_error_not_a_hang(tmp_path: Path) -> None:
     path = pool_path(tmp_path)
     os.mkfifo(path)

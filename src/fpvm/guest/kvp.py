@@ -42,7 +42,7 @@ EXTERNAL_POOL = 0  # HV_KVP_POOL_EXTERNAL: items the host adds (Msvm_KvpExchange
 IGNITION_PREFIX = b"ignition.config."
 PODMAN_PIECE = 990  # libhvee KvpValueMaxLen: podman's slice of the config per item
 MAX_CONFIG_BYTES = MAX_RESOURCE_BYTES
-# Every piece of the largest config, and as many records again as hv_kvp_daemon's own items could need.
+# Every piece of the largest config, plus 4096 records for the host's and the daemon's other items.
 MAX_RECORDS = MAX_CONFIG_BYTES // PODMAN_PIECE + 1 + 4096
 
 
