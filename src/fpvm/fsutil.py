@@ -99,13 +99,11 @@ def _nonblock() -> int:
     return os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def read_regular(path: str | os.PathLike[str], limit: int = MAX_READ, *, follow: bool = False) -> bytes:
-    """The bytes of the regular file ``path``: never a FIFO, device or socket, never more than ``limit``.
+def open_regular(path: str | os.PathLike[str], *, follow: bool = False) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of the regular file ``path`` and its stat, for callers that stream it.
 
-    Opened with O_NONBLOCK (a FIFO cannot hang us) and, unless ``follow``, O_NOFOLLOW (a final symlink
-    is an error, ELOOP); the type is checked on the open descriptor (no race with a swap) before one
-    byte is read, and at most ``limit + 1`` bytes are read: a larger file raises SpecialFileError
-    instead of filling memory (/dev/zero, a sparse 1 TB file). FileNotFoundError passes through.
+    The checks of :func:`read_regular` without the read: O_NONBLOCK, O_NOFOLLOW unless ``follow``, the
+    type checked on the open descriptor. The caller closes the descriptor and bounds what it reads.
     """
     flags = os.O_RDONLY | _nonblock() | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     fd = os.open(path, flags)
@@ -115,6 +113,22 @@ def read_regular(path: str | os.PathLike[str], limit: int = MAX_READ, *, follow:
             raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
         if not stat.S_ISREG(st.st_mode):
             raise SpecialFileError(f"{os.fspath(path)}: not a regular file ({_kind(st.st_mode)}); not read")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_regular(path: str | os.PathLike[str], limit: int = MAX_READ, *, follow: bool = False) -> bytes:
+    """The bytes of the regular file ``path``: never a FIFO, device or socket, never more than ``limit``.
+
+    Opened with O_NONBLOCK (a FIFO cannot hang us) and, unless ``follow``, O_NOFOLLOW (a final symlink
+    is an error, ELOOP); the type is checked on the open descriptor (no race with a swap) before one
+    byte is read, and at most ``limit + 1`` bytes are read: a larger file raises SpecialFileError
+    instead of filling memory (/dev/zero, a sparse 1 TB file). FileNotFoundError passes through.
+    """
+    fd, st = open_regular(path, follow=follow)
+    try:
         if st.st_size > limit:
             raise SpecialFileError(f"{os.fspath(path)}: {st.st_size} bytes, over the {limit}-byte limit")
         chunks: list[bytes] = []

@@ -153,7 +153,7 @@ class ApiGroupAction(Action):
             return False
         ctx.run(pw(ctx, "groupmod", "-n", name, "-m", self.user))
         if ctx.recording:
-            group.members.append(self.user)
+            acc.add_member(group, self.user)  # through the database: its membership index stays right
             acc.save(ctx.root)
         else:
             ctx.forget_accounts()

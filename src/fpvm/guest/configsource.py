@@ -24,6 +24,11 @@ reported with the reason, never silently skipped:
 
 On a Linux host (tests, the contract test's simulated VM) the same questions are answered from the
 root's ``/sys/class/dmi/id`` and ``/sys/bus/pci/devices`` files.
+
+Every file source is read through ``fpvm.fsutil.read_regular``: at most ``MAX_CONFIG_BYTES`` (the
+Ignition resource cap), never a FIFO or device (opened non-blocking, type checked), and, except the
+``--config`` file the caller named, never through a final symlink. A source that breaks one of these
+rules is that source's one-line problem, like an unreadable one.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from fpvm.contract import FWCFG_CONFIG as CONFIG_ENTRY
 from fpvm.contract import FWCFG_ENVIRONMENT as ENVIRONMENT_ENTRY
+from fpvm.fsutil import read_regular
 from fpvm.guest import kvp
+from fpvm.ignition.budget import MAX_RESOURCE_BYTES
 
 if TYPE_CHECKING:
     from fpvm.guest.context import Log
@@ -47,6 +54,7 @@ KVP_POOL_FILE = kvp.pool_file()
 HYPERV_SOURCE = "hyperv KVP (ignition.config.N)"
 VIRTIO_VENDOR = 0x1AF4
 VIRTIO_VSOCK_DEVICE = 0x1053  # virtio 1.0 PCI id: 0x1040 + device type 19 (vsock)
+MAX_CONFIG_BYTES = MAX_RESOURCE_BYTES  # a config or environment file larger than this is not read
 
 Status = Literal["found", "absent", "error", "unsupported", "skipped"]
 
@@ -220,8 +228,7 @@ def _read_mount(mount: str, name: str) -> tuple[bytes | None, Attempt]:
     path = os.path.join(mount, name)
     label = f"qemufwcfg {path}"
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return None, Attempt(label, "absent")
     except OSError as exc:
@@ -262,10 +269,11 @@ def find_sources(
 ) -> Sources:
     """Try every source in order; each attempt is logged (``log.info``/``log.warn``) and returned.
 
-    An explicit ``--config`` file that cannot be read is an error (raised as OSError): the caller asked
-    for it. fw_cfg problems are only reported. ``kvp_pool`` is the guest path of hv_kvp_daemon's
-    pool 0 file, read under the probe's root (``/`` without one) only when Hyper-V is detected;
-    None skips it.
+    An explicit ``--config`` file that cannot be read, is not a regular file or is larger than
+    ``MAX_CONFIG_BYTES`` is an error (raised as OSError): the caller asked for it. fw_cfg problems,
+    and those of the qemufwcfg and KVP pool files, are only reported. ``kvp_pool`` is the guest path
+    of hv_kvp_daemon's pool 0 file, read under the probe's root (``/`` without one) only when Hyper-V
+    is detected; None skips it.
     """
     out = Sources()
 
@@ -277,8 +285,7 @@ def find_sources(
             )
 
     if config_file is not None:
-        with open(config_file, "rb") as fh:
-            out.config = fh.read()
+        out.config = read_regular(config_file, MAX_CONFIG_BYTES, follow=True)
         out.config_origin = f"--config {config_file}"
         note(Attempt(out.config_origin, "found", f"{len(out.config)} bytes"))
 

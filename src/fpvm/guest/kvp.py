@@ -19,6 +19,11 @@ Both sizes include the NUL terminator (sys/dev/hyperv/utilities/hv_kvp.h). The d
 NUL are meaningless and are ignored here; a field without a NUL is a corrupt record.
 
 This module reads the file only, never the device: the daemon owns the protocol. Standard library only.
+
+The file is outside input: it is opened like every file the agent does not trust (``fpvm.fsutil``:
+no final symlink, no FIFO or device), read one record at a time, and at most ``MAX_RECORDS`` records
+(room for a 64 MiB config in podman's 990-byte pieces, plus the host's other items) and
+``MAX_CONFIG_BYTES`` of ``ignition.config.N`` values are accepted; a larger pool is a KvpError.
 """
 
 from __future__ import annotations
@@ -26,12 +31,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from fpvm.fsutil import open_regular
+from fpvm.ignition.budget import MAX_RESOURCE_BYTES
+
 KEY_SIZE = 512
 VALUE_SIZE = 2048
 RECORD_SIZE = KEY_SIZE + VALUE_SIZE
 POOL_DIR = "/var/db/hyperv/pool"
 EXTERNAL_POOL = 0  # HV_KVP_POOL_EXTERNAL: items the host adds (Msvm_KvpExchangeDataItem Source 0)
 IGNITION_PREFIX = b"ignition.config."
+PODMAN_PIECE = 990  # libhvee KvpValueMaxLen: podman's slice of the config per item
+MAX_CONFIG_BYTES = MAX_RESOURCE_BYTES
+# Every piece of the largest config, plus 4096 records for the host's and the daemon's other items.
+MAX_RECORDS = MAX_CONFIG_BYTES // PODMAN_PIECE + 1 + 4096
 
 
 class KvpError(ValueError):
@@ -50,21 +62,64 @@ def _field(raw: bytes, index: int, what: str) -> bytes:
     return raw[:end]
 
 
+def _check_length(size: int) -> None:
+    if size % RECORD_SIZE:
+        whole = size // RECORD_SIZE
+        raise KvpError(
+            f"pool file is {size} bytes, not a whole number of {RECORD_SIZE}-byte records "
+            f"(record {whole} is truncated to {size - whole * RECORD_SIZE} bytes)"
+        )
+
+
+def _record(raw: bytes, index: int) -> tuple[bytes, bytes]:
+    return _field(raw[:KEY_SIZE], index, "key"), _field(raw[KEY_SIZE:RECORD_SIZE], index, "value")
+
+
 def parse_pool(data: bytes) -> list[tuple[bytes, bytes]]:
     """(key, value) of every record, in file order; records with an empty key are skipped."""
-    if len(data) % RECORD_SIZE:
-        whole = len(data) // RECORD_SIZE
-        raise KvpError(
-            f"pool file is {len(data)} bytes, not a whole number of {RECORD_SIZE}-byte records "
-            f"(record {whole} is truncated to {len(data) - whole * RECORD_SIZE} bytes)"
-        )
+    _check_length(len(data))
     records: list[tuple[bytes, bytes]] = []
     for index in range(len(data) // RECORD_SIZE):
-        start = index * RECORD_SIZE
-        key = _field(data[start : start + KEY_SIZE], index, "key")
-        value = _field(data[start + KEY_SIZE : start + RECORD_SIZE], index, "value")
+        key, value = _record(data[index * RECORD_SIZE : (index + 1) * RECORD_SIZE], index)
         if key:
             records.append((key, value))
+    return records
+
+
+def read_pool(
+    path: str, prefix: bytes = IGNITION_PREFIX, max_records: int = MAX_RECORDS
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the records of the pool file ``path`` whose key starts with ``prefix``.
+
+    Streamed record by record, so memory is bounded by what is kept (at most MAX_CONFIG_BYTES of
+    values), not by the file; every record is still checked (a corrupt one is an error). A file of
+    more than ``max_records`` records is refused before it is read, one that grows past it while
+    being read as well.
+    """
+    fd, st = open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        if st.st_size > max_records * RECORD_SIZE:
+            raise KvpError(
+                f"pool file is {st.st_size} bytes, more than {max_records} records of {RECORD_SIZE} bytes"
+            )
+        _check_length(st.st_size)
+        records: list[tuple[bytes, bytes]] = []
+        kept = 0
+        index = 0
+        while raw := fh.read(RECORD_SIZE):
+            if len(raw) < RECORD_SIZE:
+                _check_length(index * RECORD_SIZE + len(raw))
+            if index >= max_records:
+                raise KvpError(f"pool file grew past {max_records} records while being read")
+            key, value = _record(raw, index)
+            index += 1
+            if key and key.startswith(prefix):
+                kept += len(value)
+                if kept > MAX_CONFIG_BYTES:
+                    raise KvpError(
+                        f"{prefix.decode()}N values exceed the {MAX_CONFIG_BYTES}-byte config limit"
+                    )
+                records.append((key, value))
     return records
 
 
@@ -100,14 +155,12 @@ def read_ignition(root: str = "/", pool_path: str | None = None) -> tuple[bytes 
     """The config assembled from the pool file at ``pool_path`` under ``root``, and its piece count.
 
     Raises FileNotFoundError when the pool file does not exist (hv_kvp_daemon has not run), OSError
-    when it cannot be read, KvpError when it is corrupt. (None, 0) when no ``ignition.config.N``
-    item is in it.
+    when it cannot be read or is not a regular file (``fpvm.fsutil.SpecialFileError``), KvpError when
+    it is corrupt or too large. (None, 0) when no ``ignition.config.N`` item is in it.
     """
     guest_path = pool_path or pool_file()
     path = os.path.join(root, guest_path.lstrip("/"))
-    with open(path, "rb") as fh:
-        data = fh.read()
-    records = parse_pool(data)
+    records = read_pool(path)
     config = assemble(records)
     count = sum(1 for key, _ in records if key.startswith(IGNITION_PREFIX))
     return config, (count if config is not None else 0)

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from fpvm.fsutil import sha256_hex
+from fpvm.fsutil import read_regular, sha256_hex
 from fpvm.guest.context import REPORT_FILE, ApplyContext, make_context
 from fpvm.guest.runner import CommandError, Runner
 from fpvm.safetext import MAX_SHOWN, printable
@@ -222,11 +222,12 @@ def _ready(ctx: ApplyContext) -> None:
 
 def main(root: str, config_path: str, record: str | None, no_ready: bool, out: TextIO) -> int:
     """``fpvm guest provision``."""
+    from fpvm.guest.configsource import MAX_CONFIG_BYTES
+
     try:
-        with open(config_path, "rb") as fh:
-            data = fh.read()
+        data = read_regular(config_path, MAX_CONFIG_BYTES, follow=True)  # no FIFO, no 1 TB file
     except OSError as exc:
-        print(f"fpvm: cannot read {config_path}: {exc.strerror}", file=sys.stderr)
+        print(f"fpvm: cannot read {config_path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
     if not os.path.isdir(root):
         print(f"fpvm: the root {root} is not a directory", file=sys.stderr)
