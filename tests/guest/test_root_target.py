@@ -103,13 +103,11 @@ def test_rootfs_refuses_to_change_the_root_itself(tmp_path: Path, path: str) -> 
     st = os.lstat(root)
     calls = [
         lambda: fs.write(path, b"x"),
-        lambda: fs.append(path, b"x"),
         lambda: fs.symlink(path, "etc"),
         lambda: fs.hardlink(path, "/etc/master.passwd"),
         lambda: fs.hardlink("/etc/rootlink", path),
         lambda: fs.remove(path),
         lambda: fs.set_attrs(path, 0o777, 501, 501),
-        lambda: fs.chmod(path, 0o777),
     ]
     for call in calls:
         with pytest.raises(UnsafePathError, match="root itself"):

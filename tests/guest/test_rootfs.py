@@ -88,8 +88,8 @@ def test_parents_are_root_0755_and_write_is_idempotent(root: Path) -> None:
     assert not fs.write("/a/b/c/file", b"data", 0o640)
     after = (root / "a/b/c/file").stat()
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
-    assert fs.chmod("/a/b/c/file", 0o600)
-    assert not fs.chmod("/a/b/c/file", 0o600)
+    assert fs.set_attrs("/a/b/c/file", 0o600, None, None)
+    assert not fs.set_attrs("/a/b/c/file", 0o600, None, None)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -98,8 +98,8 @@ def test_ownership_applied_when_root(root: Path) -> None:
     fs.write("/f", b"x", 0o600, 501, 20)
     st = (root / "f").stat()
     assert (st.st_uid, st.st_gid) == (501, 20)
-    assert fs.chown("/f", 502, 20)
-    assert not fs.chown("/f", 502, 20)
+    assert fs.set_attrs("/f", None, 502, 20)
+    assert not fs.set_attrs("/f", None, 502, 20)
 
 
 def test_symlink_and_hardlink(root: Path) -> None:

@@ -75,17 +75,6 @@ def _record(raw: bytes, index: int) -> tuple[bytes, bytes]:
     return _field(raw[:KEY_SIZE], index, "key"), _field(raw[KEY_SIZE:RECORD_SIZE], index, "value")
 
 
-def parse_pool(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every record, in file order; records with an empty key are skipped."""
-    _check_length(len(data))
-    records: list[tuple[bytes, bytes]] = []
-    for index in range(len(data) // RECORD_SIZE):
-        key, value = _record(data[index * RECORD_SIZE : (index + 1) * RECORD_SIZE], index)
-        if key:
-            records.append((key, value))
-    return records
-
-
 def read_pool(
     path: str, prefix: bytes = IGNITION_PREFIX, max_records: int = MAX_RECORDS
 ) -> list[tuple[bytes, bytes]]:

@@ -302,11 +302,6 @@ class RootFS:
             os.chmod(host, mode)  # the fchown inside atomic_write cleared set-id bits
         return True
 
-    def append(self, guest_path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> bool:
-        """Append ``data`` (atomically: the whole file is rewritten)."""
-        existing = self.read_bytes_nofollow(guest_path) or b""
-        return self.write(guest_path, existing + data, mode, uid, gid)
-
     def read_bytes_nofollow(self, guest_path: str) -> bytes | None:
         """Contents of a regular file at exactly this path (not through a final symlink)."""
         host = self.host_str(guest_path)
@@ -334,12 +329,6 @@ class RootFS:
             os.chmod(host, mode)
             changed = True
         return changed
-
-    def chmod(self, guest_path: str, mode: int) -> bool:
-        return self.set_attrs(guest_path, mode, None, None)
-
-    def chown(self, guest_path: str, uid: int | None, gid: int | None) -> bool:
-        return self.set_attrs(guest_path, None, uid, gid)
 
     def symlink(self, guest_path: str, target: str, uid: int | None = 0, gid: int | None = 0) -> bool:
         """Make ``guest_path`` a symlink to ``target`` (replacing a different link or a file)."""
