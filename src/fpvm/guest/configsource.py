@@ -24,11 +24,6 @@ reported with the reason, never silently skipped:
 
 On a Linux host (tests, the contract test's simulated VM) the same questions are answered from the
 root's ``/sys/class/dmi/id`` and ``/sys/bus/pci/devices`` files.
-
-Every file source is read through ``fpvm.fsutil.read_regular``: at most ``MAX_CONFIG_BYTES`` (the
-Ignition resource cap), never a FIFO or device (opened non-blocking, type checked), and, except the
-``--config`` file the caller named, never through a final symlink. A source that breaks one of these
-rules is that source's one-line problem, like an unreadable one.
 """
 
 from __future__ import annotations
@@ -269,11 +264,12 @@ def find_sources(
 ) -> Sources:
     """Try every source in order; each attempt is logged (``log.info``/``log.warn``) and returned.
 
-    An explicit ``--config`` file that cannot be read, is not a regular file or is larger than
-    ``MAX_CONFIG_BYTES`` is an error (raised as OSError): the caller asked for it. fw_cfg problems,
-    and those of the qemufwcfg and KVP pool files, are only reported. ``kvp_pool`` is the guest path
-    of hv_kvp_daemon's pool 0 file, read under the probe's root (``/`` without one) only when Hyper-V
-    is detected; None skips it.
+    Files are read through ``fpvm.fsutil.read_regular`` (bounded, no FIFO or device, no final symlink
+    but for ``--config``). An explicit ``--config`` file that cannot be read, is not a regular file or
+    is larger than ``MAX_CONFIG_BYTES`` is an error (raised as OSError): the caller asked for it.
+    fw_cfg problems, and those of the qemufwcfg and KVP pool files, are only reported. ``kvp_pool``
+    is the guest path of hv_kvp_daemon's pool 0 file, read under the probe's root (``/`` without one)
+    only when Hyper-V is detected; None skips it.
     """
     out = Sources()
 

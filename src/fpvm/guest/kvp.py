@@ -19,11 +19,6 @@ Both sizes include the NUL terminator (sys/dev/hyperv/utilities/hv_kvp.h). The d
 NUL are meaningless and are ignored here; a field without a NUL is a corrupt record.
 
 This module reads the file only, never the device: the daemon owns the protocol. Standard library only.
-
-The file is outside input: it is opened like every file the agent does not trust (``fpvm.fsutil``:
-no final symlink, no FIFO or device), read one record at a time, and at most ``MAX_RECORDS`` records
-(room for a 64 MiB config in podman's 990-byte pieces, plus the host's other items) and
-``MAX_CONFIG_BYTES`` of ``ignition.config.N`` values are accepted; a larger pool is a KvpError.
 """
 
 from __future__ import annotations
@@ -71,19 +66,16 @@ def _check_length(size: int) -> None:
         )
 
 
-def _record(raw: bytes, index: int) -> tuple[bytes, bytes]:
-    return _field(raw[:KEY_SIZE], index, "key"), _field(raw[KEY_SIZE:RECORD_SIZE], index, "value")
-
-
 def read_pool(
     path: str, prefix: bytes = IGNITION_PREFIX, max_records: int = MAX_RECORDS
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) of the records of the pool file ``path`` whose key starts with ``prefix``.
 
-    Streamed record by record, so memory is bounded by what is kept (at most MAX_CONFIG_BYTES of
-    values), not by the file; every record is still checked (a corrupt one is an error). A file of
-    more than ``max_records`` records is refused before it is read, one that grows past it while
-    being read as well.
+    The file is outside input: opened without following a final symlink, never a FIFO or device
+    (``fpvm.fsutil.open_regular``), and streamed record by record, so memory is bounded by what is
+    kept (at most MAX_CONFIG_BYTES of values), not by the file; every record is still checked (a
+    corrupt one is an error). A file of more than ``max_records`` records is refused before it is
+    read, one that grows past it while being read as well.
     """
     fd, st = open_regular(path)
     with os.fdopen(fd, "rb") as fh:
@@ -100,7 +92,7 @@ def read_pool(
                 _check_length(index * RECORD_SIZE + len(raw))
             if index >= max_records:
                 raise KvpError(f"pool file grew past {max_records} records while being read")
-            key, value = _record(raw, index)
+            key, value = _field(raw[:KEY_SIZE], index, "key"), _field(raw[KEY_SIZE:], index, "value")
             index += 1
             if key and key.startswith(prefix):
                 kept += len(value)
