@@ -32,22 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_provision import stage_root  # the same FreeBSD-shaped staged root
+
 REPO = Path(__file__).resolve().parent.parent
-MASTER_PASSWD = "root::0:0::0:0:Charlie &:/root:/bin/sh\n"
-GROUP = "wheel:*:0:root\n"
 PER_DIR = 1000
-
-
-def stage_root(base: Path) -> Path:
-    root = base / "root"
-    for d in ("etc", "root", "usr/home", "bin", "var/db", "var/log"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "home").symlink_to("usr/home")
-    (root / "etc/master.passwd").write_text(MASTER_PASSWD)
-    (root / "etc/passwd").write_text(MASTER_PASSWD.replace("root::", "root:*:"))
-    (root / "etc/group").write_text(GROUP)
-    (root / "bin/sh").write_bytes(b"")
-    return root
 
 
 def config(kind: str, n: int) -> bytes:
