@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fpvm import arch as archmod
+from fpvm.fsutil import sha256_file
 from fpvm.image import cidata, download, outputs, plan, wheel
 from fpvm.image.plan import BuildError, Step
 from fpvm.image.recipe import Recipe
@@ -236,7 +237,7 @@ def extract(output_disk: Path, size: int, sha256: str, dest: Path) -> None:
         raise BuildError(f"the builder VM reported {size} bytes but {output_disk} is smaller")
     with output_disk.open("r+b") as fh:
         fh.truncate(size)
-    got = outputs.sha256_file(output_disk)
+    got = sha256_file(output_disk)
     if got != sha256:
         raise BuildError(
             f"the image read back from the builder VM is damaged: sha256 {got}, expected {sha256}"

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from fpvm.fsutil import atomic_write, fsync_dir
+from fpvm.fsutil import atomic_write, fsync_dir, sha256_file
 from fpvm.image.plan import BuildError
 from fpvm.progress import progress
 
@@ -76,13 +76,6 @@ def expected_sha256(checksum_url: str, name: str, cache_dir: Path) -> str:
     return sums[name]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def download(url: str, dest: Path, sha256: str, show_progress: bool = True) -> bool:
     """Make ``dest`` hold ``url``'s bytes with the given sha256; returns False on a cache hit.
@@ -91,7 +84,7 @@ def download(url: str, dest: Path, sha256: str, show_progress: bool = True) -> b
     matches is removed too, so the next run downloads it again).
     """
     if dest.is_file():
-        if sha256_of(dest) == sha256:
+        if sha256_file(dest) == sha256:
             return False
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)

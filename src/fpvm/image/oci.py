@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fpvm import arch as archmod
+from fpvm.fsutil import sha256_file
 from fpvm.machine import registry as reg
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
@@ -35,7 +36,6 @@ _NAME = re.compile(
     r"^fpvm-(?P<release>[0-9]+\.[0-9]+-[A-Z0-9-]+?)-(?P<arch>amd64|aarch64)"
     r"\.(?P<fmt>qcow2|raw|vhdx)\.(?P<comp>zst|xz|gz)$"
 )
-CHUNK = 1 << 20
 
 
 class OciError(Exception):
@@ -97,11 +97,7 @@ class _Blobs:
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Hash ``source`` and place it as a blob (a hard link when possible: disks are large)."""
-        hasher = hashlib.sha256()
-        with source.open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                hasher.update(chunk)
-        digest = hasher.hexdigest()
+        digest = sha256_file(source)
         path = self.dir / digest
         if not path.exists():
             tmp = path.with_name(digest + ".tmp")

@@ -10,13 +10,12 @@ either by content. The default zstd level comes from benchmarks/bench_compressio
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import lzma
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from fpvm.fsutil import fsync_dir
+from fpvm.fsutil import fsync_dir, sha256_file
 from fpvm.image import plan
 from fpvm.image.plan import Step
 
@@ -27,13 +26,6 @@ ZSTD_LEVEL = 19
 XZ_PRESET = 6
 _CHUNK = 1 << 20
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _replace_from_tmp(tmp: Path, dest: Path) -> None:

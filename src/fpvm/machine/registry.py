@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fpvm import arch as archmod
+from fpvm.fsutil import sha256_file
 from fpvm.machine.errors import MachineError
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -150,7 +151,7 @@ def fetch(ref: str, arch: str, *, tls_verify: bool = True, show_progress: bool =
         title = str(layer["annotations"][TITLE])
         suffix = "." + ".".join(title.rsplit(".", 2)[-2:])
         cached = cache_dir() / (digest.split(":", 1)[1] + suffix)
-        if cached.is_file() and _sha256(cached) == digest:
+        if cached.is_file() and "sha256:" + sha256_file(cached) == digest:
             return cached
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".pull-", dir=cached.parent)
@@ -184,10 +185,3 @@ def _label(entry: dict[str, Any]) -> str:
     disktype = (entry.get("annotations") or {}).get(DISKTYPE)
     return f"{disktype}/{(entry.get('platform') or {}).get('architecture')}"
 
-
-def _sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
