@@ -168,9 +168,9 @@ def boot(
             if outcome.failed:
                 status = EXIT_PARTIAL
         elif config is not None:
-            import hashlib
+            from fpvm.fsutil import sha256_hex  # not hashlib: it loads OpenSSL at every boot
 
-            if ctx.state.get("config_sha256") != hashlib.sha256(sources.config or b"").hexdigest():
+            if ctx.state.get("config_sha256") != sha256_hex(sources.config or b""):
                 ctx.log.info("the config differs from the one provisioned; not re-applied (first boot only)")
 
         # Every boot.
