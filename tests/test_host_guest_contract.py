@@ -83,3 +83,10 @@ def test_socket_paths() -> None:
     # /run is a link to /var/run in the image: podman's path and the guest's are the same socket.
     assert contract.RUN_API_SOCKET.replace("/run/", "/var/run/", 1) == contract.API_SOCKET
     assert contract.run_user_api_socket(7).replace("/run/", "/var/run/", 1) == contract.user_api_socket(7)
+
+
+def test_podman_helpers_cut_9p_tags_where_the_guest_matches_them() -> None:
+    """The standalone podman 5 helper may not import fpvm: its copy of the limit must be the contract's."""
+    from fpvm.machine import podman_helper_main
+
+    assert podman_helper_main.MAX_9P_TAG == contract.MAX_9P_TAG == 31

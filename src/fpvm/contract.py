@@ -58,6 +58,10 @@ def run_user_api_socket(uid: int | str) -> str:
 
 # -- 9p volumes and fpvm's mount table ----------------------------------------------------------------
 VOLUME_TAG_PREFIX = "fpvm"
+# QEMU refuses longer 9p mount tags; `fpvm podman-machine setup`'s helpers offer podman 5.2+'s 36-digit
+# virtiofs tag cut to this length (machine/podman_helper_main.py, which may not import fpvm, repeats it),
+# and the guest matches a virtiofs request with a 9p device carrying its first MAX_9P_TAG bytes.
+MAX_9P_TAG = 31
 # Written by ``fpvm machine`` as an Ignition file, read by the guest's mount step at every boot:
 # {"mounts": [{"tag": "fpvm0", "target": "/Users/me/src", "readonly": false}]}
 MOUNTS_PATH = "/usr/local/etc/fpvm/mounts.json"

@@ -26,11 +26,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from fpvm.contract import MAX_9P_TAG, decode_mounts
 from fpvm.contract import MOUNTS_PATH as MOUNTS_TABLE
 from fpvm.contract import MountError as MountError  # re-exported with the rules: the shim imports them here
 from fpvm.contract import check_tag as check_tag
 from fpvm.contract import check_target as check_target
-from fpvm.contract import decode_mounts
 from fpvm.guest.actions import Action, Note
 from fpvm.guest.runner import CommandError, Result, Runner
 
@@ -49,9 +49,6 @@ MOUNT = "/sbin/mount"
 SYSCTL = "/sbin/sysctl"
 P9_MODULE = "virtio_p9fs"
 P9_SYSCTL = "dev.virtio_p9fs"
-# QEMU refuses longer 9p mount tags; `fpvm podman-machine setup`'s helpers offer podman 5.2+'s 36-digit
-# virtiofs tag cut to this length, so a virtiofs request also matches a 9p device with its first 31 bytes.
-MAX_9P_TAG = 31
 
 # Absolute paths on purpose: the linux-compat directory (with its own ``mount``) is first on PATH.
 KLDLOAD_ARGV = [KLDLOAD, "-n", P9_MODULE]
