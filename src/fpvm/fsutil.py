@@ -44,7 +44,7 @@ def atomic_write(
             raise ValueError(f"{os.fspath(path)!r} is not inside the root {base}")
     # Not tempfile.mkstemp: importing tempfile pulls in shutil, bz2, lzma and random, which costs the
     # guest's boot path more than all of its own work. O_EXCL with a random name is what mkstemp does.
-    tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.fpvm-tmp"
+    tmp = temp_path(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -62,6 +62,11 @@ def atomic_write(
         raise
     if sync:
         fsync_dir(target.parent)
+
+
+def temp_path(target: Path) -> Path:
+    """A fresh temporary name beside ``target`` (``.NAME.<12 hex>.fpvm-tmp``, see ``is_own_temp``)."""
+    return target.parent / f".{target.name}.{os.urandom(6).hex()}{TMP_SUFFIX}"
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fpvm import arch as archmod
-from fpvm.fsutil import atomic_write, fsync_dir
+from fpvm.fsutil import atomic_write, fsync_dir, read_regular, temp_path
 from fpvm.image import recipe as rcp
 
 
@@ -350,14 +350,7 @@ def _same_file(dest: Path, st: os.stat_result, data: bytes, mode: int) -> bool:
     """A regular file that already has these bytes and this mode (read without following or blocking)."""
     if st.st_size != len(data) or stat.S_IMODE(st.st_mode) != mode:
         return False
-    return _read_regular(dest) == data
-
-
-def _read_regular(path: Path) -> bytes:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()
+    return read_regular(dest) == data
 
 
 class _Planner:
@@ -461,7 +454,7 @@ class _Planner:
                 try:
                     if _same_file(dest, st, item.data or b"", item.mode):
                         return
-                    old = _Old(_read_regular(dest), False, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+                    old = _Old(read_regular(dest), False, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
                 except OSError as exc:
                     self.fail(f"{dest}: cannot read it: {exc.strerror}")
                     return
@@ -508,13 +501,9 @@ def plan_write(root: Path, items: Iterable[Entry]) -> _Planner:
     return planner
 
 
-def _temp(dest: Path) -> Path:
-    return dest.parent / f".{dest.name}.{os.urandom(6).hex()}.fpvm-tmp"
-
-
 def _stage(dest: Path, data: bytes | None, mode: int, target: str | None) -> Path:
     """A temporary node beside ``dest`` with its final contents (fsynced), ready to be renamed over it."""
-    tmp = _temp(dest)
+    tmp = temp_path(dest)
     if target is not None:
         os.symlink(target, tmp)
         return tmp
