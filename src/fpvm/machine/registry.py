@@ -99,9 +99,7 @@ def client(registry: str, tls_verify: bool) -> Any:
         return Registry(hostname=registry, tls_verify=True)
     try:
         requests.get(f"https://{registry}/v2/", verify=False, timeout=10)
-    except requests.exceptions.SSLError:
-        return Registry(hostname=registry, insecure=True)
-    except requests.exceptions.ConnectionError:
+    except requests.exceptions.ConnectionError:  # SSLError included: the registry speaks no TLS
         return Registry(hostname=registry, insecure=True)
     return Registry(hostname=registry, tls_verify=False)
 
@@ -119,13 +117,11 @@ def fetch(ref: str, arch: str, *, tls_verify: bool = True, show_progress: bool =
     the manifest's digest, with the same suffix); its digest is
     checked while it downloads and a mismatch leaves nothing behind.
     """
+    import requests
+
     from fpvm.progress import progress
 
     parsed = parse_reference(ref)
-    try:
-        import requests
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise MachineError(f"cannot pull images: {exc}") from None
     try:
         registry = client(parsed.registry, tls_verify)
         index = registry.get_manifest(
