@@ -24,6 +24,7 @@ from typing import Any
 
 from fpvm.fsutil import atomic_write
 from fpvm.machine.errors import MachineError
+from fpvm.machine.state import data_home, podman_config_home
 
 MARKER = "# Written by `fpvm podman-machine setup`"
 DROPIN_NAME = "99-fpvm-helpers.conf"
@@ -48,15 +49,11 @@ def qemu_name(machine: str | None = None) -> str:
 
 
 def helper_dir() -> Path:
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "fpvm" / "podman-helpers"
+    return data_home() / "fpvm" / "podman-helpers"
 
 
 def user_conf_dir() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".config"
-    return base / "containers"
+    return podman_config_home() / "containers"
 
 
 def dropin_path() -> Path:

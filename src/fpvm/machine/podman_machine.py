@@ -24,7 +24,7 @@ from fpvm.contract import FWCFG_CONFIG, READY_PORT, RUN_API_SOCKET, run_user_api
 from fpvm.fsutil import atomic_write
 from fpvm.machine.errors import MachineError
 from fpvm.machine.qemu_argv import serial_socket_args
-from fpvm.machine.state import pid_alive, read_pid, socket_listening
+from fpvm.machine.state import pid_alive, podman_config_home, read_pid, socket_listening
 
 CONSOLE_ID = "fpvmconsole"
 BACKUP_SUFFIX = ".fpvm-backup"
@@ -32,9 +32,7 @@ BANNER_TIMEOUT = 3.0  # sshd sends its banner at once; gvproxy with no guest ssh
 
 
 def config_dir() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".config"
-    return base / "containers" / "podman" / "machine" / "qemu"
+    return podman_config_home() / "containers" / "podman" / "machine" / "qemu"
 
 
 def data_dir() -> Path:

@@ -43,6 +43,12 @@ def data_home() -> Path:
     return Path.home() / ".local" / "share"
 
 
+def podman_config_home() -> Path:
+    """Where podman reads its configuration on every OS: ``$XDG_CONFIG_HOME`` or ``~/.config``."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return Path(xdg) if xdg else Path.home() / ".config"
+
+
 def machines_root() -> Path:
     return data_home() / "fpvm" / "machines"
 
